@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::OptimizerConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::kernel::{Bufs, Kernel, Lanes, StepCtx};
+use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
 use crate::optimizer::Optimizer;
 use crate::param::{Param, ParamSpec};
 
@@ -303,21 +303,31 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
     let specs = split(o.params, o.tensors);
     pool.install(|| {
         let mut opt = config.build(specs.clone())?;
-        let (reads, writes) = opt.traffic();
+        // Bytes moved per step, tensor by tensor (two-pass kernels step small tensors in one).
+        let bytes_of = |opt: &dyn Optimizer| -> usize {
+            specs
+                .iter()
+                .map(|s| {
+                    let (r, w) = opt.traffic(s.len);
+                    (r + w) * 4 * s.len
+                })
+                .sum()
+        };
+        let bytes = bytes_of(opt.as_ref());
+        // State buffers per element: a one-element tensor takes one pass over all of them.
+        let nbuf = opt.traffic(1).0 - 2;
         let (t, steps) = time_steps(opt.as_mut(), &specs, o)?;
         drop(opt);
-        // The access shape of each two-pass kernel (see their docs); single-pass kernels read
-        // the parameter, the gradient and every buffer once and write all but the gradient.
+        // The access shape of each two-pass kernel (see their docs); single-pass kernels, and
+        // two-pass kernels on tensors small enough to take one pass, read the parameter, the
+        // gradient and every buffer once and write all but the gradient.
+        let all_small = specs.iter().all(|s| s.len <= SMALL_TENSOR);
         let shape = match config.name() {
             "lamb" => Some((true, false)),
             "lars" => Some((false, true)),
             _ => None,
-        };
-        let nbuf = match config {
-            OptimizerConfig::Lamb(_) => 2,
-            OptimizerConfig::Lars(_) => 1,
-            _ => reads - 2,
-        };
+        }
+        .filter(|_| !all_small);
         let (pass1_state, pass2_grad) = shape.unwrap_or((false, false));
         let probe_cfg = ProbeConfig {
             buffers: nbuf.min(3),
@@ -330,10 +340,9 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
         } else {
             Box::new(Engine::<Probe>::new(probe_cfg, specs.clone())?)
         };
-        let (pr, pw) = probe.traffic();
+        let probe_bytes = bytes_of(probe.as_ref()) as f64;
         let (tp, _) = time_steps(probe.as_mut(), &specs, o)?;
-        let bytes = ((reads + writes) * 4 * o.params) as u64;
-        let probe_bytes = ((pr + pw) * 4 * o.params) as f64;
+        let bytes = bytes as u64;
         let gb = bytes as f64 / t / 1e9;
         let probe_gb = probe_bytes / tp / 1e9;
         Ok(BenchResult {

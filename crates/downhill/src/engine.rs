@@ -555,7 +555,13 @@ impl<K: Kernel> Engine<K> {
                 // index is written by exactly one segment.
                 unsafe { run_segments::<K>(isa, Pass::Norms, &scratch.jobs, segs, sums.get()) }
             });
+            if scratch.lens.iter().all(|&n| n <= SMALL_TENSOR) {
+                return; // every tensor was stepped whole by `Kernel::step_small`
+            }
             for job in scratch.jobs.iter_mut() {
+                if job.len <= SMALL_TENSOR {
+                    continue; // already stepped by `Kernel::step_small`
+                }
                 let nb = job.len.div_ceil(BLOCK);
                 let (mut pp, mut uu) = (0.0f64, 0.0f64);
                 for b in &scratch.blocks[job.block0..job.block0 + nb] {
@@ -755,6 +761,9 @@ unsafe fn segments_body<K: Kernel>(
         let job = &jobs[seg.job];
         match pass {
             Pass::Update => {
+                if K::TWO_PASS && job.len <= SMALL_TENSOR {
+                    continue; // stepped whole in the first pass
+                }
                 let (p, g, st) = view(job, seg.start, seg.end - seg.start);
                 K::update(&job.s, p, g, st);
             }
@@ -763,12 +772,13 @@ unsafe fn segments_body<K: Kernel>(
                 while off < seg.end {
                     let end = (off + BLOCK).min(seg.end);
                     let (p, g, st) = view(job, off, end - off);
-                    *sums.add(job.block0 + off / BLOCK) = if job.len <= SMALL_TENSOR {
-                        // A small tensor is never split: this block is all of it.
-                        K::pass1_small(&job.s, p, g, st)
+                    if job.len <= SMALL_TENSOR {
+                        // A small tensor is never split: this block is all of it, and its
+                        // norms are known at once, so it takes both passes here.
+                        K::step_small(&job.s, p, g, st);
                     } else {
-                        K::pass1(&job.s, p, g, st)
-                    };
+                        *sums.add(job.block0 + off / BLOCK) = K::pass1(&job.s, p, g, st);
+                    }
                     off = end;
                 }
             }

@@ -106,8 +106,21 @@ pub trait Kernel: Send + Sync + 'static {
     /// First pass of a two-pass kernel over a whole tensor of at most [`SMALL_TENSOR`]
     /// elements (called instead of [`Kernel::pass1`], once per tensor). Same contract; the
     /// default is [`Kernel::pass1`].
+    #[inline(always)]
     fn pass1_small(s: &Self::Scalars, p: &[f32], g: &[f32], st: Bufs<'_>) -> [f64; 2] {
         Self::pass1(s, p, g, st)
+    }
+    /// Both passes of a two-pass kernel over a whole tensor of at most [`SMALL_TENSOR`]
+    /// elements, in one call (the engine calls it instead of [`Kernel::pass1_small`] and
+    /// [`Kernel::update`] for such tensors, so a small tensor costs one parallel pass, not two).
+    /// Must give the same bits as those two. The default calls them in turn; a kernel whose
+    /// update direction is costly to compute (LAMB) keeps it in a stack buffer between them.
+    #[inline(always)]
+    fn step_small(s: &Self::Scalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
+        let [a, b, c] = st;
+        let [pp, uu] = Self::pass1_small(s, p, g, [&mut *a, &mut *b, &mut *c]);
+        let s = Self::with_norms(*s, pp.sqrt(), uu.sqrt());
+        Self::update(&s, p, g, [a, b, c]);
     }
     /// Folds the per-tensor norms `(||p||, ||u||)` of the first pass into the scalars.
     fn with_norms(s: Self::Scalars, _param_norm: f64, _update_norm: f64) -> Self::Scalars {
@@ -115,7 +128,9 @@ pub trait Kernel: Send + Sync + 'static {
     }
     /// Memory traffic of one step in `f32` values per parameter element: `(reads, writes)`.
     /// The default counts one pass reading the parameter, the gradient and every buffer and
-    /// writing the parameter and every buffer; two-pass kernels override it.
+    /// writing the parameter and every buffer; two-pass kernels override it with the traffic
+    /// of their two passes (tensors of at most [`SMALL_TENSOR`] elements take one pass, see
+    /// [`Kernel::step_small`], and move what the default counts).
     fn traffic(cfg: &Self::Config) -> (usize, usize) {
         let n = Self::buffers(cfg).len();
         (2 + n, 1 + n)

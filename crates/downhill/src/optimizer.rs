@@ -40,8 +40,9 @@ pub trait Optimizer: Send + Sync {
     /// Steps skipped by [`NonFinitePolicy::Skip`].
     fn skipped_steps(&self) -> u64;
     /// Memory traffic of one step, in `f32` values per parameter element, `(reads, writes)`,
-    /// for the first group's config.
-    fn traffic(&self) -> (usize, usize);
+    /// for a tensor of `len` elements under the first group's config. Two-pass kernels step
+    /// tensors of at most [`SMALL_TENSOR`](crate::kernel::SMALL_TENSOR) elements in one pass.
+    fn traffic(&self, len: usize) -> (usize, usize);
     /// Runs the reference implementation instead of the fast kernels.
     fn set_mode(&mut self, mode: Mode);
     /// Fixes the elements per parallel chunk (`None`: automatic).
@@ -103,8 +104,14 @@ impl<K: Kernel> Optimizer for Engine<K> {
     fn skipped_steps(&self) -> u64 {
         Engine::skipped_steps(self)
     }
-    fn traffic(&self) -> (usize, usize) {
-        K::traffic(self.config(0))
+    fn traffic(&self, len: usize) -> (usize, usize) {
+        let cfg = self.config(0);
+        if K::TWO_PASS && len <= crate::kernel::SMALL_TENSOR {
+            let n = K::buffers(cfg).len();
+            (2 + n, 1 + n)
+        } else {
+            K::traffic(cfg)
+        }
     }
     fn set_mode(&mut self, mode: Mode) {
         Engine::set_mode(self, mode)

@@ -96,6 +96,9 @@ impl LambConfig {
 /// recomputes it instead: the first pass reads `p, g, m, v`, writes `m, v` and sums `||p||²` and
 /// `||u||²`; the second re-reads `p, m, v`, rebuilds `u` with the same f32 operations and
 /// writes `p`. A group with `trust_ratio = false` does everything in the second pass.
+/// A tensor of at most 1024 elements takes one pass: it fits in a stack buffer, so `u` is
+/// kept there between computing the norms and applying the step (Adam's traffic, and the
+/// division and square root are done once per element, not twice).
 ///
 /// # Defaults
 /// `lr = 1e-3, betas = (0.9, 0.999), eps = 1e-6, eps_root = 0, weight_decay = 0,
@@ -210,8 +213,8 @@ fn lamb_pass1<const WD: bool>(
     acc.finish()
 }
 
-/// Pass 1 of a small tensor: updates the moments and returns optax's exact f32 sums
-/// (`xla_sum_sq`).
+/// Pass 1 of a small tensor: updates the moments, writes the update direction into `u` and
+/// returns optax's exact f32 sums `(Σ p², Σ u²)` (`xla_sum_sq`).
 #[inline(always)]
 fn lamb_pass1_small<const WD: bool>(
     s: &LambScalars,
@@ -219,18 +222,37 @@ fn lamb_pass1_small<const WD: bool>(
     g: &[f32],
     m: &mut [f32],
     v: &mut [f32],
-) -> [f64; 2] {
+    u: &mut [f32],
+) -> [f32; 2] {
     let n = p.len();
-    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-    let mut u = [0.0f32; SMALL_TENSOR];
-    let u = &mut u[..n];
+    let (g, m, v, u) = (&g[..n], &mut m[..n], &mut v[..n], &mut u[..n]);
     for i in 0..n {
         let (mi, vi) = moments(s, g[i], m[i], v[i]);
         m[i] = mi;
         v[i] = vi;
         u[i] = direction::<WD>(s, p[i], mi, vi);
     }
-    [xla_sum_sq(p) as f64, xla_sum_sq(u) as f64]
+    [xla_sum_sq(p), xla_sum_sq(u)]
+}
+
+/// Both passes over a small tensor: [`lamb_pass1_small`], then the step with the update
+/// direction kept in a stack buffer instead of computed again from the new moments (the
+/// same bits as [`lamb_body`], which recomputes it with the same operations).
+#[inline(always)]
+fn lamb_small<const WD: bool>(
+    s: &LambScalars,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    let mut u = [0.0f32; SMALL_TENSOR];
+    let u = &mut u[..p.len()];
+    let [pp, uu] = lamb_pass1_small::<WD>(s, p, g, m, v, u);
+    let s = LambKernel::with_norms(*s, (pp as f64).sqrt(), (uu as f64).sqrt());
+    for (pi, &ui) in p.iter_mut().zip(u.iter()) {
+        *pi += s.neg_lr * (ui * s.ratio);
+    }
 }
 
 /// Pass 2 (or the only pass, with `MOMENTS`, when the trust ratio is off): applies the step.
@@ -331,8 +353,27 @@ impl Kernel for LambKernel {
         let [m, v, _] = st;
         match (s.trust, s.has_wd) {
             (false, _) => [0.0, 0.0],
-            (true, false) => lamb_pass1_small::<false>(s, p, g, m, v),
-            (true, true) => lamb_pass1_small::<true>(s, p, g, m, v),
+            (true, wd) => {
+                let mut u = [0.0f32; SMALL_TENSOR];
+                let u = &mut u[..p.len()];
+                let [pp, uu] = if wd {
+                    lamb_pass1_small::<true>(s, p, g, m, v, u)
+                } else {
+                    lamb_pass1_small::<false>(s, p, g, m, v, u)
+                };
+                [pp as f64, uu as f64]
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn step_small(s: &LambScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
+        let [m, v, _] = st;
+        match (s.trust, s.has_wd) {
+            (true, false) => lamb_small::<false>(s, p, g, m, v),
+            (true, true) => lamb_small::<true>(s, p, g, m, v),
+            (false, false) => lamb_body::<false, true>(s, p, g, m, v),
+            (false, true) => lamb_body::<true, true>(s, p, g, m, v),
         }
     }
 
@@ -409,6 +450,46 @@ mod tests {
     /// away from `1 - 0.999`, which `(1 - β2)` (rounded from f64) does not cancel.
     fn first_direction(g: f32, eps: f64) -> f64 {
         g as f64 / ((g as f64).abs() + eps)
+    }
+
+    /// `step_small` keeps the direction between the passes instead of computing it again: it
+    /// must give the bits of `pass1_small`, `with_norms` and `update` in turn.
+    #[test]
+    fn small_tensor_step_equals_the_two_passes() {
+        let mut rng = crate::optim::lars::test_support::Rng::new(3);
+        for cfg in [
+            LambConfig::default().lr(0.01),
+            LambConfig::default().lr(0.01).weight_decay(0.1),
+            LambConfig::default().lr(0.01).trust_ratio(false),
+        ] {
+            for n in [1usize, 7, 32, 33, 100, 1000, SMALL_TENSOR] {
+                let (p0, g) = (rng.vec(n, 1.0), rng.vec(n, 0.1));
+                let (m0, v0) = (
+                    rng.vec(n, 0.01),
+                    rng.vec(n, 1e-4).iter().map(|x| x.abs()).collect::<Vec<_>>(),
+                );
+                for step in [1u64, 2, 50] {
+                    let ctx = StepCtx {
+                        step,
+                        lr: cfg.lr,
+                        initial_lr: cfg.lr,
+                        fresh: false,
+                    };
+                    let s = LambKernel::scalars(&cfg, &ctx, &mut []);
+                    let (mut p1, mut m1, mut v1) = (p0.clone(), m0.clone(), v0.clone());
+                    LambKernel::step_small(&s, &mut p1, &g, [&mut m1, &mut v1, &mut []]);
+                    let (mut p2, mut m2, mut v2) = (p0.clone(), m0.clone(), v0.clone());
+                    let [pp, uu] =
+                        LambKernel::pass1_small(&s, &p2, &g, [&mut m2, &mut v2, &mut []]);
+                    let s2 = LambKernel::with_norms(s, pp.sqrt(), uu.sqrt());
+                    LambKernel::update(&s2, &mut p2, &g, [&mut m2, &mut v2, &mut []]);
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&p1), bits(&p2), "{cfg:?} n = {n} step {step}");
+                    assert_eq!(bits(&m1), bits(&m2));
+                    assert_eq!(bits(&v1), bits(&v2));
+                }
+            }
+        }
     }
 
     #[test]

@@ -97,7 +97,8 @@ impl LarsConfig {
 /// `||u||²` (in f64, in fixed blocks: the result does not depend on the thread count; tensors
 /// of at most 1024 elements in f32 in XLA's order, as optax), the
 /// second re-reads them and applies the step. A group with `trust_ratio = false` skips the
-/// work of the first pass.
+/// work of the first pass. A tensor of at most 1024 elements takes both passes in one call,
+/// while it is in cache.
 ///
 /// # Defaults
 /// `lr = 1.0, weight_decay = 0, trust_coefficient = 0.001, eps = 0, trust_ratio = true,
@@ -201,8 +202,15 @@ pub(crate) fn norm_f64(x: &[f32]) -> f64 {
 ///   order from 0, then the window sums in order from 0.
 ///
 /// Longer arrays go through YNNPACK's vectorised reduction, whose order is not reproduced here.
+///
+/// The windows are independent chains: this sums eight of them side by side (so that the
+/// additions overlap instead of waiting on each other), each in its own order, which gives the
+/// same bits as summing them one after the other ([`xla_sum_sq_sequential`] in the tests).
+/// `x` must have at most [`SMALL_TENSOR`] elements.
+#[inline(always)]
 pub(crate) fn xla_sum_sq(x: &[f32]) -> f32 {
     let n = x.len();
+    debug_assert!(n <= SMALL_TENSOR, "xla_sum_sq of {n} elements");
     match n {
         0 => 0.0,
         1 => x[0] * x[0],
@@ -215,21 +223,105 @@ pub(crate) fn xla_sum_sq(x: &[f32]) -> f32 {
             s
         }
         _ => {
-            let windows = n.div_ceil(32);
-            let pad = (32 * windows - n) / 2;
+            const W: usize = 32;
+            let windows = n.div_ceil(W);
+            let pad = (W * windows - n) / 2;
+            // The rounded squares with the zero padding in front and behind: row `w` of this
+            // 32 x 32 matrix is window `w`. Adding a zero square leaves a sum unchanged.
+            let mut sq = [0.0f32; SMALL_TENSOR];
+            for (d, &v) in sq[pad..pad + n].iter_mut().zip(x) {
+                *d = v * v;
+            }
+            let mut sums = [0.0f32; W];
+            window_sums(&sq, &mut sums, windows.div_ceil(8));
             let mut total = 0.0f32;
-            let mut start = 0;
-            for w in 0..windows {
-                let end = (32 * (w + 1) - pad).min(n);
-                let mut s = 0.0f32;
-                for &v in &x[start..end] {
-                    s += v * v;
-                }
+            for &s in &sums[..windows] {
                 total += s;
-                start = end;
             }
             total
         }
+    }
+}
+
+/// Sums each row of the 32 x 32 matrix `sq` in order from 0 into `sums`, for the first
+/// `groups` groups of eight rows.
+#[inline(always)]
+fn window_sums(sq: &[f32; SMALL_TENSOR], sums: &mut [f32; 32], groups: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::engine::isa() != crate::engine::Isa::Baseline {
+        // SAFETY: AVX2 (hence AVX) is present whenever the engine picked an ISA above baseline.
+        unsafe { window_sums_avx(sq, sums, groups) };
+        return;
+    }
+    window_sums_portable(sq, sums, groups);
+}
+
+/// [`window_sums`] in plain Rust.
+#[inline(always)]
+fn window_sums_portable(sq: &[f32; SMALL_TENSOR], sums: &mut [f32; 32], groups: usize) {
+    for (rows, out) in sq
+        .chunks_exact(8 * 32)
+        .zip(sums.chunks_exact_mut(8))
+        .take(groups)
+    {
+        // Eight independent chains, one per row, so the additions overlap.
+        let mut acc = [0.0f32; 8];
+        for j in 0..32 {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a += rows[32 * k + j];
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+/// [`window_sums`] with AVX: eight rows at a time, lane `k` of the accumulator summing row
+/// `k`; each 8 x 8 tile is transposed in registers so that column `j` of the tile is one
+/// vector, added in order of `j`. The additions are the scalar ones, lane by lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn window_sums_avx(sq: &[f32; SMALL_TENSOR], sums: &mut [f32; 32], groups: usize) {
+    use std::arch::x86_64::*;
+    // One accumulator per group of eight rows; the groups' chains interleave.
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for jb in 0..4 {
+        for (g, acc) in acc.iter_mut().enumerate().take(groups) {
+            let r = |k: usize| -> __m256 {
+                let row = &sq[(8 * g + k) * 32 + 8 * jb..][..8];
+                // SAFETY: `row` holds eight f32.
+                unsafe { _mm256_loadu_ps(row.as_ptr()) }
+            };
+            let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+            let (r4, r5, r6, r7) = (r(4), r(5), r(6), r(7));
+            let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+            let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+            let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+            let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+            // u_c: column c of rows 0-3 (low half) and column c + 4 (high half); u_{c+4} the
+            // same for rows 4-7.
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let mut a = *acc;
+            a = _mm256_add_ps(a, _mm256_permute2f128_ps::<0x20>(u0, u4));
+            a = _mm256_add_ps(a, _mm256_permute2f128_ps::<0x20>(u1, u5));
+            a = _mm256_add_ps(a, _mm256_permute2f128_ps::<0x20>(u2, u6));
+            a = _mm256_add_ps(a, _mm256_permute2f128_ps::<0x20>(u3, u7));
+            a = _mm256_add_ps(a, _mm256_permute2f128_ps::<0x31>(u0, u4));
+            a = _mm256_add_ps(a, _mm256_permute2f128_ps::<0x31>(u1, u5));
+            a = _mm256_add_ps(a, _mm256_permute2f128_ps::<0x31>(u2, u6));
+            a = _mm256_add_ps(a, _mm256_permute2f128_ps::<0x31>(u3, u7));
+            *acc = a;
+        }
+    }
+    for (out, a) in sums.chunks_exact_mut(8).zip(acc).take(groups) {
+        // SAFETY: `out` holds eight f32.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), a) };
     }
 }
 
@@ -636,6 +728,62 @@ mod tests {
     use super::*;
     use crate::kernel::BLOCK;
     use crate::{ErrorKind, Param};
+
+    /// XLA's order as documented on [`xla_sum_sq`], one window after the other.
+    fn xla_sum_sq_sequential(x: &[f32]) -> f32 {
+        let n = x.len();
+        if n <= 32 {
+            return xla_sum_sq(x);
+        }
+        let windows = n.div_ceil(32);
+        let pad = (32 * windows - n) / 2;
+        let (mut total, mut start) = (0.0f32, 0);
+        for w in 0..windows {
+            let end = (32 * (w + 1) - pad).min(n);
+            let mut s = 0.0f32;
+            for &v in &x[start..end] {
+                s += v * v;
+            }
+            total += s;
+            start = end;
+        }
+        total
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_window_sums_give_the_portable_bits() {
+        if !std::arch::is_x86_feature_detected!("avx") {
+            return;
+        }
+        let mut rng = test_support::Rng::new(5);
+        for groups in 1..=4 {
+            for scale in [1.0f32, 1e-20, 3e18] {
+                let sq: [f32; SMALL_TENSOR] = rng.vec(SMALL_TENSOR, scale).try_into().unwrap();
+                let (mut a, mut b) = ([0.0f32; 32], [0.0f32; 32]);
+                window_sums_portable(&sq, &mut a, groups);
+                // SAFETY: AVX was detected above.
+                unsafe { window_sums_avx(&sq, &mut b, groups) };
+                assert_eq!(
+                    a.map(f32::to_bits),
+                    b.map(f32::to_bits),
+                    "groups = {groups}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn side_by_side_windows_give_the_sequential_bits() {
+        let mut rng = test_support::Rng::new(11);
+        for n in 0..=SMALL_TENSOR {
+            for scale in [1.0f32, 1e-20, 3e18] {
+                let x = rng.vec(n, scale);
+                let (fast, slow) = (xla_sum_sq(&x), xla_sum_sq_sequential(&x));
+                assert_eq!(fast.to_bits(), slow.to_bits(), "n = {n}, scale = {scale}");
+            }
+        }
+    }
 
     #[test]
     fn first_step_trust_ratio_by_hand() {
