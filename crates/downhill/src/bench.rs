@@ -1,11 +1,17 @@
 //! Step-time benchmark with an in-process bandwidth probe of the same access shape.
 //!
 //! [`bench`](fn@bench) times steps of any optimizer on `tensors` tensors holding `params` elements in
-//! all, after warm-up, and reports the median. It then runs a *probe*: a kernel through the
+//! all, after warm-up, and reports the median. Beside it runs a *probe*: a kernel through the
 //! same engine (same chunking, same threads) that reads and writes exactly the streams the
-//! optimizer reads and writes, doing one addition per stream. The probe's bandwidth is what
-//! this machine gives that access shape right now, so `gb_per_s / probe_gb_per_s` says how
-//! close the optimizer is to the memory limit, on a noisy machine.
+//! optimizer reads and writes, in as many passes, doing one addition per stream (and, in the
+//! first pass of a two-pass shape, the same f64 lane sums as LAMB and LARS). The probe's
+//! bandwidth is what this machine gives that access shape right now, so
+//! `gb_per_s / probe_gb_per_s` says how close the optimizer is to the memory limit.
+//!
+//! The two take steps in alternating blocks, each on its own copy of the tensors, so that a neighbour who
+//! slows the memory down for a while (these machines are shared) slows both;
+//! `fraction_of_probe` is the median over those pairs of the ratio of their bandwidths
+//! (blocks of at least 25 ms and three steps each, so that each finds its own data in cache).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +21,7 @@ use crate::config::OptimizerConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
+use crate::optim::lars::SUB;
 use crate::optimizer::Optimizer;
 use crate::param::{Param, ParamSpec};
 
@@ -31,7 +38,7 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// At least this many timed steps...
     pub min_steps: usize,
-    /// ...and at least this much timed work.
+    /// ...and at least this much timed work, each of the optimizer and the probe.
     pub min_time: Duration,
 }
 
@@ -95,21 +102,98 @@ struct Probe2;
 
 const PROBE_BUFS: [&[&str]; 4] = [&[], &["a"], &["a", "b"], &["a", "b", "c"]];
 
+/// One fused pass: every buffer and the parameter get `+= g`; each stream is read once and
+/// written once.
 #[inline(always)]
 fn probe_update(p: &mut [f32], g: &[f32], st: Bufs<'_>) {
     let n = p.len();
     let g = &g[..n];
-    let [a, b, c] = st;
-    for (x, y) in p.iter_mut().zip(g) {
-        *x += *y;
-    }
-    for buf in [a, b, c] {
-        if !buf.is_empty() {
-            for (x, y) in buf[..n].iter_mut().zip(g) {
-                *x += *y;
+    match st {
+        [a, b, c] if !c.is_empty() => {
+            let (a, b, c) = (&mut a[..n], &mut b[..n], &mut c[..n]);
+            for i in 0..n {
+                p[i] += g[i];
+                a[i] += g[i];
+                b[i] += g[i];
+                c[i] += g[i];
+            }
+        }
+        [a, b, _] if !b.is_empty() => {
+            let (a, b) = (&mut a[..n], &mut b[..n]);
+            for i in 0..n {
+                p[i] += g[i];
+                a[i] += g[i];
+                b[i] += g[i];
+            }
+        }
+        [a, _, _] if !a.is_empty() => {
+            let a = &mut a[..n];
+            for i in 0..n {
+                p[i] += g[i];
+                a[i] += g[i];
+            }
+        }
+        _ => {
+            for i in 0..n {
+                p[i] += g[i];
             }
         }
     }
+}
+
+/// One fused pass reading every buffer and writing the parameter: `p += a + b + c`.
+#[inline(always)]
+fn probe_apply(p: &mut [f32], st: Bufs<'_>) {
+    let n = p.len();
+    match st {
+        [a, b, c] if !c.is_empty() => {
+            let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+            for i in 0..n {
+                p[i] += a[i] + b[i] + c[i];
+            }
+        }
+        [a, b, _] if !b.is_empty() => {
+            let (a, b) = (&a[..n], &b[..n]);
+            for i in 0..n {
+                p[i] += a[i] + b[i];
+            }
+        }
+        [a, _, _] if !a.is_empty() => {
+            let a = &a[..n];
+            for i in 0..n {
+                p[i] += a[i];
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A first pass: with `state`, every buffer gets `+= g` (read once, written once); and the
+/// sums of `p²` and `g²` with the engine's lane pattern, sub-block by sub-block while the
+/// sub-block is in L1 (as LAMB's and LARS's first passes do).
+#[inline(always)]
+fn probe_pass1(state: bool, p: &[f32], g: &[f32], st: Bufs<'_>) -> [f64; 2] {
+    let n = p.len();
+    let g = &g[..n];
+    let [mut a, mut b, mut c] = st;
+    let mut acc = Lanes::default();
+    let mut start = 0;
+    while start < n {
+        let end = (start + SUB).min(n);
+        if state {
+            let gs = &g[start..end];
+            for buf in [&mut a, &mut b, &mut c] {
+                if !buf.is_empty() {
+                    for (x, y) in buf[start..end].iter_mut().zip(gs) {
+                        *x += *y;
+                    }
+                }
+            }
+        }
+        acc.add_slices(&p[start..end], &g[start..end]);
+        start = end;
+    }
+    acc.finish()
 }
 
 impl Kernel for Probe {
@@ -171,36 +255,14 @@ impl Kernel for Probe2 {
     }
     #[inline(always)]
     fn pass1(s: &(bool, bool), p: &[f32], g: &[f32], st: Bufs<'_>) -> [f64; 2] {
-        let n = p.len();
-        let g = &g[..n];
-        if s.0 {
-            for buf in st {
-                if !buf.is_empty() {
-                    for (x, y) in buf[..n].iter_mut().zip(g) {
-                        *x += *y;
-                    }
-                }
-            }
-        }
-        let mut lanes = Lanes::default();
-        for (i, (x, y)) in p.iter().zip(g).enumerate() {
-            lanes.add(i % 8, *x, *y);
-        }
-        lanes.finish()
+        probe_pass1(s.0, p, g, st)
     }
     #[inline(always)]
     fn update(s: &(bool, bool), p: &mut [f32], g: &[f32], st: Bufs<'_>) {
-        let n = p.len();
         if s.1 {
             probe_update(p, g, st);
         } else {
-            for buf in st {
-                if !buf.is_empty() {
-                    for (x, y) in p.iter_mut().zip(&buf[..n]) {
-                        *x += *y;
-                    }
-                }
-            }
+            probe_apply(p, st);
         }
     }
     fn reference(
@@ -233,13 +295,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// Times `opt` on the given tensors: warm-up, then the median of the timed steps.
-fn time_steps(
-    opt: &mut dyn Optimizer,
-    specs: &[ParamSpec],
-    o: &BenchOptions,
-) -> Result<(f64, usize)> {
-    let mut values: Vec<Vec<f32>> = specs
+/// Parameter values and gradients for `specs` (deterministic, small, finite for ~1e5 steps).
+fn data(specs: &[ParamSpec]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let values = specs
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -248,7 +306,7 @@ fn time_steps(
                 .collect()
         })
         .collect();
-    let grads: Vec<Vec<f32>> = specs
+    let grads = specs
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -257,27 +315,84 @@ fn time_steps(
                 .collect()
         })
         .collect();
-    let mut ps: Vec<Param> = specs
+    (values, grads)
+}
+
+fn params<'a>(
+    specs: &'a [ParamSpec],
+    values: &'a mut [Vec<f32>],
+    grads: &'a [Vec<f32>],
+) -> Vec<Param<'a>> {
+    specs
         .iter()
         .zip(values.iter_mut())
-        .zip(&grads)
+        .zip(grads)
         .map(|((s, v), g)| Param::new(&s.name, v, g))
-        .collect();
-    for _ in 0..o.warmup {
-        opt.step(&mut ps)?;
-    }
+        .collect()
+}
+
+/// Step times of `opt` and `probe`, each on its own copy of the tensors, taken in alternating
+/// blocks of at least [`BLOCK_TIME`] and three steps each, so that both see the same machine (a
+/// neighbour who slows the memory down for a while slows both) while each still finds its
+/// own data in cache as it would running alone. The first step of each block, which finds the
+/// other's data in cache, is not counted.
+struct Timings {
+    opt: Vec<f64>,
+    probe: Vec<f64>,
+    /// Per pair of blocks: the probe's median step time over the optimizer's.
+    ratios: Vec<f64>,
+}
+
+/// Shortest block of steps of one subject in [`time_pairs`].
+const BLOCK_TIME: Duration = Duration::from_millis(25);
+
+/// Steps in one block: at least three and `BLOCK_TIME`; the first is dropped.
+fn time_block(opt: &mut dyn Optimizer, ps: &mut [Param<'_>]) -> Result<Vec<f64>> {
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < o.min_steps || start.elapsed() < o.min_time {
+    while times.len() < 3 || start.elapsed() < BLOCK_TIME {
         let t = Instant::now();
-        opt.step(&mut ps)?;
+        opt.step(ps)?;
         times.push(t.elapsed().as_secs_f64());
         if times.len() >= 100_000 {
             break;
         }
     }
-    let n = times.len();
-    Ok((median(times), n))
+    times.remove(0);
+    Ok(times)
+}
+
+fn time_pairs(
+    opt: &mut dyn Optimizer,
+    probe: &mut dyn Optimizer,
+    specs: &[ParamSpec],
+    o: &BenchOptions,
+) -> Result<Timings> {
+    let (mut v1, g1) = data(specs);
+    let (mut v2, g2) = data(specs);
+    let mut ps1 = params(specs, &mut v1, &g1);
+    let mut ps2 = params(specs, &mut v2, &g2);
+    for _ in 0..o.warmup {
+        opt.step(&mut ps1)?;
+        probe.step(&mut ps2)?;
+    }
+    let mut t = Timings {
+        opt: Vec::new(),
+        probe: Vec::new(),
+        ratios: Vec::new(),
+    };
+    let start = Instant::now();
+    while t.opt.len() < o.min_steps || start.elapsed() < 2 * o.min_time {
+        let a = time_block(opt, &mut ps1)?;
+        let b = time_block(probe, &mut ps2)?;
+        t.ratios.push(median(b.clone()) / median(a.clone()));
+        t.opt.extend(a);
+        t.probe.extend(b);
+        if t.opt.len() >= 1_000_000 {
+            break;
+        }
+    }
+    Ok(t)
 }
 
 /// Benchmarks one optimizer config and its bandwidth probe.
@@ -316,8 +431,6 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
         let bytes = bytes_of(opt.as_ref());
         // State buffers per element: a one-element tensor takes one pass over all of them.
         let nbuf = opt.traffic(1).0 - 2;
-        let (t, steps) = time_steps(opt.as_mut(), &specs, o)?;
-        drop(opt);
         // The access shape of each two-pass kernel (see their docs); single-pass kernels, and
         // two-pass kernels on tensors small enough to take one pass, read the parameter, the
         // gradient and every buffer once and write all but the gradient.
@@ -341,7 +454,15 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             Box::new(Engine::<Probe>::new(probe_cfg, specs.clone())?)
         };
         let probe_bytes = bytes_of(probe.as_ref()) as f64;
-        let (tp, _) = time_steps(probe.as_mut(), &specs, o)?;
+        let times = time_pairs(opt.as_mut(), probe.as_mut(), &specs, o)?;
+        let steps = times.opt.len();
+        // Each pair of blocks' ratio of bandwidths; its median is robust to the machine's drift.
+        let ratios: Vec<f64> = times
+            .ratios
+            .iter()
+            .map(|r| r * bytes as f64 / probe_bytes)
+            .collect();
+        let (t, tp) = (median(times.opt), median(times.probe));
         let bytes = bytes as u64;
         let gb = bytes as f64 / t / 1e9;
         let probe_gb = probe_bytes / tp / 1e9;
@@ -356,7 +477,7 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             bytes_per_step: bytes,
             gb_per_s: gb,
             probe_gb_per_s: probe_gb,
-            fraction_of_probe: gb / probe_gb,
+            fraction_of_probe: median(ratios),
             isa: format!("{:?}", crate::isa()),
         })
     })

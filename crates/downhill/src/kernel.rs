@@ -62,6 +62,27 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     a.mul_add(b, c)
 }
 
+/// `monomorphise!(f [flag, ...] (args...))` calls `f::<flag, ...>(args...)` with each runtime
+/// `bool` turned into a const generic argument, so that every combination gets its own loop
+/// with no branch inside. A branch on a loop-invariant flag is cheap, but LLVM does not always
+/// vectorise a loop that contains one (AVX2 builds of Adam and RMSprop stayed scalar).
+macro_rules! monomorphise {
+    ($f:ident [$($done:expr),*] [] ($($arg:expr),*)) => {
+        $f::<$($done),*>($($arg),*)
+    };
+    ($f:ident [$($done:expr),*] [$flag:expr $(, $rest:expr)*] ($($arg:expr),*)) => {
+        if $flag {
+            monomorphise!($f [$($done,)* true] [$($rest),*] ($($arg),*))
+        } else {
+            monomorphise!($f [$($done,)* false] [$($rest),*] ($($arg),*))
+        }
+    };
+    ($f:ident [$($flag:expr),*] ($($arg:expr),*)) => {
+        monomorphise!($f [] [$($flag),*] ($($arg),*))
+    };
+}
+pub(crate) use monomorphise;
+
 /// The state buffers handed to a kernel: up to three, unused ones empty.
 pub type Bufs<'a> = [&'a mut [f32]; 3];
 
@@ -147,16 +168,30 @@ pub trait Kernel: Send + Sync + 'static {
     );
 }
 
-/// Eight-lane sum accumulator with a fixed lane pattern: element `i` of a block goes to lane
-/// `i % 8`, lanes are summed in order at the end. Vectorises, and is deterministic.
-#[derive(Clone, Copy, Default)]
+/// Lanes of a [`Lanes`] accumulator.
+pub const LANES: usize = 32;
+
+/// Sum-of-squares accumulator with a fixed lane pattern: element `i` of a block goes to lane
+/// `i % 32`, lanes are summed in order at the end. Deterministic, and fast: 32 f64 lanes are
+/// four independent AVX-512 (eight AVX2) accumulators per sum, enough to hide the latency
+/// of the additions, so a first pass keeps up with memory.
+#[derive(Clone, Copy)]
 pub struct Lanes {
-    a: [f64; 8],
-    b: [f64; 8],
+    a: [f64; LANES],
+    b: [f64; LANES],
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Lanes {
+            a: [0.0; LANES],
+            b: [0.0; LANES],
+        }
+    }
 }
 
 impl Lanes {
-    /// Adds `x^2` and `y^2` to lane `lane` (0..8).
+    /// Adds `x^2` and `y^2` to lane `lane` (0..32).
     #[inline(always)]
     pub fn add(&mut self, lane: usize, x: f32, y: f32) {
         let (x, y) = (x as f64, y as f64);
@@ -164,11 +199,34 @@ impl Lanes {
         self.b[lane] += y * y;
     }
 
+    /// Adds `a[i]^2` and `b[i]^2` to lane `i % 32` for every `i`, as [`Lanes::add`] would, in
+    /// chunks of 32 so that it vectorises. `a` must start at a multiple of 32 elements from the
+    /// start of its block; `b` is at least as long as `a`.
+    #[inline(always)]
+    pub fn add_slices(&mut self, a: &[f32], b: &[f32]) {
+        let n = a.len();
+        let b = &b[..n];
+        let full = n - n % LANES;
+        for (ac, bc) in a[..full]
+            .chunks_exact(LANES)
+            .zip(b[..full].chunks_exact(LANES))
+        {
+            for l in 0..LANES {
+                let (x, y) = (ac[l] as f64, bc[l] as f64);
+                self.a[l] += x * x;
+                self.b[l] += y * y;
+            }
+        }
+        for i in full..n {
+            self.add(i - full, a[i], b[i]);
+        }
+    }
+
     /// The two sums.
     #[inline(always)]
     pub fn finish(&self) -> [f64; 2] {
         let mut s = [0.0f64; 2];
-        for l in 0..8 {
+        for l in 0..LANES {
             s[0] += self.a[l];
             s[1] += self.b[l];
         }

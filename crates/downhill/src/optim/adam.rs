@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
-use crate::kernel::{fma, Bufs, Kernel, StepCtx};
+use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
 /// Hyperparameters of [`Adam`]; defaults equal PyTorch's `torch.optim.Adam`.
@@ -201,7 +201,7 @@ pub(crate) fn lerp(a: f32, b: f32, w: f32, hi: bool, wc: f32) -> f32 {
 }
 
 #[inline(always)]
-fn adam_body<const AMS: bool>(
+fn adam_body<const AMS: bool, const L2: bool, const DECAY: bool, const HI: bool>(
     s: &AdamScalars,
     p: &mut [f32],
     g: &[f32],
@@ -215,9 +215,9 @@ fn adam_body<const AMS: bool>(
     for i in 0..n {
         let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if s.has_l2 { pi.mul_add(s.l2, gs) } else { gs };
-        let pi = if s.has_decay { pi * s.decay } else { pi };
-        let mi = lerp(m[i], gi, s.w1, s.lerp_hi, s.w1c);
+        let gi = if L2 { pi.mul_add(s.l2, gs) } else { gs };
+        let pi = if DECAY { pi * s.decay } else { pi };
+        let mi = lerp(m[i], gi, s.w1, HI, s.w1c);
         let vi = (s.c2 * gi).mul_add(gi, v[i] * s.beta2);
         m[i] = mi;
         v[i] = vi;
@@ -237,11 +237,9 @@ fn adam_body<const AMS: bool>(
 #[inline(always)]
 pub(crate) fn adam_update(s: &AdamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
     let [m, v, vmax] = st;
-    if s.amsgrad {
-        adam_body::<true>(s, p, g, m, v, vmax)
-    } else {
-        adam_body::<false>(s, p, g, m, v, vmax)
-    }
+    monomorphise!(
+        adam_body[s.amsgrad, s.has_l2, s.has_decay, s.lerp_hi](s, p, g, m, v, vmax)
+    )
 }
 
 /// The reference Adam-family step, one PyTorch tensor operation per line.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
-use crate::kernel::{fma, Bufs, Kernel, StepCtx};
+use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
 use crate::optim::adam::lerp;
 use crate::Engine;
 
@@ -134,14 +134,20 @@ fn maximum(a: f32, b: f32) -> f32 {
 }
 
 #[inline(always)]
-fn adamax_body(s: &AdamaxScalars, p: &mut [f32], g: &[f32], m: &mut [f32], u: &mut [f32]) {
+fn adamax_body<const L2: bool, const HI: bool>(
+    s: &AdamaxScalars,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    u: &mut [f32],
+) {
     let n = p.len();
     let (g, m, u) = (&g[..n], &mut m[..n], &mut u[..n]);
     for i in 0..n {
         let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if s.has_l2 { fma(s.l2, pi, gs) } else { gs };
-        let mi = lerp(m[i], gi, s.w1, s.lerp_hi, s.w1c);
+        let gi = if L2 { fma(s.l2, pi, gs) } else { gs };
+        let mi = lerp(m[i], gi, s.w1, HI, s.w1c);
         m[i] = mi;
         let ui = maximum(u[i] * s.beta2, gi.abs() + s.eps);
         u[i] = ui;
@@ -192,7 +198,7 @@ impl Kernel for AdamaxKernel {
     #[inline(always)]
     fn update(s: &AdamaxScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, u, _] = st;
-        adamax_body(s, p, g, m, u)
+        monomorphise!(adamax_body[s.has_l2, s.lerp_hi](s, p, g, m, u))
     }
 
     fn reference(

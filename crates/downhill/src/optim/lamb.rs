@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
-use crate::optim::lars::{accumulate, ref_norm, trust_ratio, xla_sum_sq, SUB};
+use crate::optim::lars::{ref_norm, trust_ratio, xla_sum_sq, SUB};
 use crate::Engine;
 
 /// Hyperparameters of [`Lamb`]; defaults equal optax's `lamb` (which has no default learning
@@ -207,7 +207,7 @@ fn lamb_pass1<const WD: bool>(
             vc[i] = vi;
             uc[i] = direction::<WD>(s, pc[i], mi, vi);
         }
-        accumulate(&mut acc, pc, uc);
+        acc.add_slices(pc, uc);
         start = end;
     }
     acc.finish()

@@ -338,32 +338,14 @@ pub(crate) fn ref_norm(x: &[f32]) -> f64 {
 
 /// Elements per sub-block of a first pass: the update of a sub-block is computed into a
 /// stack buffer by a plain (vectorisable) loop, then its squares are summed into the lanes.
-/// A multiple of 8, so element `i` of the block still lands in lane `i % 8`.
+/// A multiple of [`LANES`], so element `i` of the block still lands in lane `i % LANES`.
 pub(crate) const SUB: usize = 256;
-
-/// Adds `a²` and `b²` to `acc` with the engine's fixed lane pattern (element `i` into lane
-/// `i % 8`), written in chunks of eight so that it vectorises. `a` must start at a multiple of
-/// 8 elements from the start of its block.
-#[inline(always)]
-pub(crate) fn accumulate(acc: &mut Lanes, a: &[f32], b: &[f32]) {
-    let n = a.len();
-    let b = &b[..n];
-    let full = n - n % 8;
-    for (ac, bc) in a[..full].chunks_exact(8).zip(b[..full].chunks_exact(8)) {
-        for l in 0..8 {
-            acc.add(l, ac[l], bc[l]);
-        }
-    }
-    for i in full..n {
-        acc.add(i - full, a[i], b[i]);
-    }
-}
 
 /// `(Σ a², Σ b²)` over a block with the engine's lane pattern.
 #[inline(always)]
 pub(crate) fn block_sums(a: &[f32], b: &[f32]) -> [f64; 2] {
     let mut acc = Lanes::default();
-    accumulate(&mut acc, a, b);
+    acc.add_slices(a, b);
     acc.finish()
 }
 
@@ -385,7 +367,7 @@ fn lars_pass1_wd(s: &LarsScalars, p: &[f32], g: &[f32]) -> [f64; 2] {
         for i in 0..len {
             uc[i] = gc[i] + s.wd * pc[i];
         }
-        accumulate(&mut acc, pc, uc);
+        acc.add_slices(pc, uc);
         start += len;
     }
     acc.finish()
@@ -727,6 +709,7 @@ mod tests {
     use super::test_support::{self, check_deterministic, check_fast_vs_reference};
     use super::*;
     use crate::kernel::BLOCK;
+    use crate::kernel::LANES;
     use crate::{ErrorKind, Param};
 
     /// XLA's order as documented on [`xla_sum_sq`], one window after the other.
@@ -932,7 +915,7 @@ mod tests {
         );
         let mut lanes = Lanes::default();
         for i in 0..n {
-            lanes.add(i % 8, p[i], g[i] + s.wd * p[i]);
+            lanes.add(i % LANES, p[i], g[i] + s.wd * p[i]);
         }
         let got = LarsKernel::pass1(&s, &p, &g, [&mut [], &mut [], &mut []]);
         assert_eq!(got.map(f64::to_bits), lanes.finish().map(f64::to_bits));
@@ -945,11 +928,11 @@ mod tests {
 
     #[test]
     fn block_sums_use_the_lane_pattern() {
-        let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.37 - 2.0).collect();
-        let b: Vec<f32> = (0..21).map(|i| 1.0 / (i as f32 + 1.0)).collect();
+        let a: Vec<f32> = (0..77).map(|i| i as f32 * 0.37 - 2.0).collect();
+        let b: Vec<f32> = (0..77).map(|i| 1.0 / (i as f32 + 1.0)).collect();
         let mut lanes = Lanes::default();
-        for i in 0..21 {
-            lanes.add(i % 8, a[i], b[i]);
+        for i in 0..77 {
+            lanes.add(i % LANES, a[i], b[i]);
         }
         let s = block_sums(&a, &b);
         assert_eq!(s[0].to_bits(), lanes.finish()[0].to_bits());

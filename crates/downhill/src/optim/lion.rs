@@ -118,12 +118,10 @@ pub struct LionScalars {
 /// `jnp.sign`: -1, 0 or 1, the zero keeping its sign, NaN propagated. Branch-free.
 #[inline(always)]
 pub(crate) fn sign(x: f32) -> f32 {
-    if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
+    // One select, so that AVX2 builds vectorise it: ±0 stays ±0 and NaN stays NaN (`x * 0`).
+    if x.abs() > 0.0 {
+        1.0f32.copysign(x)
     } else {
-        // ±0 stays ±0, NaN stays NaN.
         x * 0.0
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
-use crate::kernel::{fma, Bufs, Kernel, StepCtx};
+use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
 use crate::optim::adam::{lerp, validate_adam_like};
 use crate::Engine;
 
@@ -168,6 +168,31 @@ fn split_decay(c: &NadamConfig, ctx: &StepCtx) -> (f64, Option<f64>) {
     }
 }
 
+#[inline(always)]
+fn nadam_body<const L2: bool, const DECAY: bool, const HI: bool>(
+    s: &NadamScalars,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let gs = g[i] * s.sign;
+        let pi = p[i];
+        let gi = if L2 { fma(s.l2, pi, gs) } else { gs };
+        let pi = if DECAY { pi * s.decay } else { pi };
+        let mi = lerp(m[i], gi, s.w1, HI, s.w1c);
+        let vi = fma(s.c2 * gi, gi, v[i] * s.beta2);
+        m[i] = mi;
+        v[i] = vi;
+        let denom = (vi / s.bc2).sqrt() + s.eps;
+        let pi = pi + (s.grad_coef * gi) / denom;
+        p[i] = pi + (s.avg_coef * mi) / denom;
+    }
+}
+
 impl Kernel for NadamKernel {
     const NAME: &'static str = "nadam";
     type Config = NadamConfig;
@@ -225,21 +250,7 @@ impl Kernel for NadamKernel {
     #[inline(always)]
     fn update(s: &NadamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, v, _] = st;
-        let n = p.len();
-        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-        for i in 0..n {
-            let gs = g[i] * s.sign;
-            let pi = p[i];
-            let gi = if s.has_l2 { fma(s.l2, pi, gs) } else { gs };
-            let pi = if s.has_decay { pi * s.decay } else { pi };
-            let mi = lerp(m[i], gi, s.w1, s.lerp_hi, s.w1c);
-            let vi = fma(s.c2 * gi, gi, v[i] * s.beta2);
-            m[i] = mi;
-            v[i] = vi;
-            let denom = (vi / s.bc2).sqrt() + s.eps;
-            let pi = pi + (s.grad_coef * gi) / denom;
-            p[i] = pi + (s.avg_coef * mi) / denom;
-        }
+        monomorphise!(nadam_body[s.has_l2, s.has_decay, s.lerp_hi](s, p, g, m, v))
     }
 
     /// `_single_tensor_nadam` of `torch/optim/nadam.py`, one tensor operation per block.

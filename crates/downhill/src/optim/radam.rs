@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::kernel::{fma, Bufs, Kernel, StepCtx};
+use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
 use crate::optim::adam::{lerp, validate_adam_like};
 use crate::Engine;
 
@@ -175,7 +175,7 @@ fn split_decay(c: &RadamConfig, ctx: &StepCtx) -> (f64, Option<f64>) {
 }
 
 #[inline(always)]
-fn radam_body<const RECT: bool>(
+fn radam_body<const RECT: bool, const L2: bool, const DECAY: bool, const HI: bool>(
     s: &RadamScalars,
     p: &mut [f32],
     g: &[f32],
@@ -187,9 +187,9 @@ fn radam_body<const RECT: bool>(
     for i in 0..n {
         let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if s.has_l2 { fma(s.l2, pi, gs) } else { gs };
-        let pi = if s.has_decay { pi * s.decay } else { pi };
-        let mi = lerp(m[i], gi, s.w1, s.lerp_hi, s.w1c);
+        let gi = if L2 { fma(s.l2, pi, gs) } else { gs };
+        let pi = if DECAY { pi * s.decay } else { pi };
+        let mi = lerp(m[i], gi, s.w1, HI, s.w1c);
         let vi = fma(s.c2 * gi, gi, v[i] * s.beta2);
         m[i] = mi;
         v[i] = vi;
@@ -254,11 +254,7 @@ impl Kernel for RadamKernel {
     #[inline(always)]
     fn update(s: &RadamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, v, _] = st;
-        if s.rectified {
-            radam_body::<true>(s, p, g, m, v)
-        } else {
-            radam_body::<false>(s, p, g, m, v)
-        }
+        monomorphise!(radam_body[s.rectified, s.has_l2, s.has_decay, s.lerp_hi](s, p, g, m, v))
     }
 
     /// `_single_tensor_radam` of `torch/optim/radam.py`, one tensor operation per block.

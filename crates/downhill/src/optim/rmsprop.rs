@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
-use crate::kernel::{fma, Bufs, Kernel, StepCtx};
+use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
 use crate::optim::adam::lerp;
 use crate::Engine;
 
@@ -150,7 +150,7 @@ pub struct RmspropScalars {
 }
 
 #[inline(always)]
-fn rmsprop_body<const MOM: bool, const CEN: bool>(
+fn rmsprop_body<const MOM: bool, const CEN: bool, const L2: bool, const HI: bool>(
     s: &RmspropScalars,
     p: &mut [f32],
     g: &[f32],
@@ -165,11 +165,11 @@ fn rmsprop_body<const MOM: bool, const CEN: bool>(
     for i in 0..n {
         let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if s.has_l2 { fma(s.l2, pi, gs) } else { gs };
+        let gi = if L2 { fma(s.l2, pi, gs) } else { gs };
         let vi = fma(s.w * gi, gi, v[i] * s.alpha);
         v[i] = vi;
         let root = if CEN {
-            let ga = lerp(gavg[i], gi, s.w, s.lerp_hi, s.wc);
+            let ga = lerp(gavg[i], gi, s.w, HI, s.wc);
             gavg[i] = ga;
             fma(-ga, ga, vi).sqrt()
         } else {
@@ -238,12 +238,19 @@ impl Kernel for RmspropKernel {
     fn update(s: &RmspropScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         // Buffer order: square_avg, then momentum_buffer if any, then grad_avg if centered.
         let [v, b1, b2] = st;
-        match (s.has_momentum, s.centered) {
-            (false, false) => rmsprop_body::<false, false>(s, p, g, v, b1, b2),
-            (true, false) => rmsprop_body::<true, false>(s, p, g, v, b1, b2),
-            (false, true) => rmsprop_body::<false, true>(s, p, g, v, b2, b1),
-            (true, true) => rmsprop_body::<true, true>(s, p, g, v, b1, b2),
-        }
+        // Without momentum the centered variant's `grad_avg` is the second buffer.
+        let (b1, b2) = if s.centered && !s.has_momentum {
+            (b2, b1)
+        } else {
+            (b1, b2)
+        };
+        let (mom, cen, l2, hi) = (
+            s.has_momentum,
+            s.centered,
+            s.has_l2,
+            s.lerp_hi && s.centered,
+        );
+        monomorphise!(rmsprop_body[mom, cen, l2, hi](s, p, g, v, b1, b2))
     }
 
     fn reference(
