@@ -7,7 +7,7 @@
 # Options:
 #   --quick             tiny sizes and short timings, to test the scripts (writes
 #                       target/bench/BENCHMARKS-quick.md, never BENCHMARKS.md)
-#   --min-time-ms M     timed work per measurement, each of ours and the probe (default 300)
+#   --min-time-ms M     timed work per measurement, each of ours and the probe (default 200)
 #   --threads "1 2"     thread counts (default "1 2")
 #   --optimizers "a b"  subset of optimizers (default all twelve)
 #   --markdown FILE     where to write the report (default BENCHMARKS.md)
@@ -32,7 +32,7 @@ cd "$ROOT"
 COMMAND="$0 $*"
 
 QUICK=0
-MIN_TIME_MS=300
+MIN_TIME_MS=200
 THREADS="1 2"
 OPTIMIZERS="sgd adagrad rmsprop adam adamw adamax nadam radam adadelta lamb lars lion"
 MARKDOWN=""
@@ -101,6 +101,26 @@ hyper_flags() { # the hyperparameters every library runs: our defaults, SGD with
 
 split_shape() { SHAPE_PARAMS=${1%x*}; SHAPE_TENSORS=${1#*x}; }
 
+# Records, before each phase (while nothing of ours runs), how busy the CPUs are with other
+# work: the busy fraction of all CPUs over half a second from /proc/stat, and the load average.
+# bench_table.py lists the phases that did not start on an idle machine.
+phase() { # phase THREADS SHAPE PART
+    "$PYTHON" - "$@" >> "$RESULTS" <<'EOF'
+import json, sys, time
+def snap():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]  # total, idle + iowait
+t0, i0 = snap(); time.sleep(0.5); t1, i1 = snap()
+busy = 1 - (i1 - i0) / max(t1 - t0, 1)
+with open("/proc/loadavg") as f:
+    load1 = float(f.read().split()[0])
+print(json.dumps({"kind": "phase", "threads": int(sys.argv[1]), "shape": sys.argv[2],
+                  "part": sys.argv[3], "other_cpu_busy": round(busy, 3), "load1": load1,
+                  "time": time.strftime("%H:%M:%S")}))
+EOF
+}
+
 log "building: cargo build --release -p downhill-lab"
 cargo build --release -p downhill-lab >&2
 
@@ -160,6 +180,7 @@ for k in $THREADS; do
     for shape in $SHAPES; do
         split_shape "$shape"
         log "$k thread(s), $shape: ours"
+        phase "$k" "$shape" ours
         for opt in $OPTIMIZERS; do
             # shellcheck disable=SC2046
             if ! pinned "$k" "$BIN" bench --optimizer "$opt" $(hyper_flags "$opt") \
@@ -171,6 +192,7 @@ for k in $THREADS; do
             fi
         done
         log "$k thread(s), $shape: torch and optax"
+        phase "$k" "$shape" peers
         "$PYTHON" scripts/bench_peers.py --optimizers "${OPTIMIZERS// /,}" --shape "$shape" \
             --threads "$k" --configs "$CONFIGS" --jax-cache "$JAX_CACHE" --warmup "$WARMUP" \
             --min-steps "$MIN_STEPS" --min-time-ms "$MIN_TIME_MS" >> "$RESULTS" \
@@ -184,7 +206,7 @@ elapsed=$(( $(date +%s) - START ))
 M_COMMAND="PYTHON=$PYTHON $COMMAND" M_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
 M_CPU="$cpu_model, $cpu_count CPUs (${cpu_flags% })" M_COMMIT="$commit" M_DIRTY="$dirty" \
 M_RUSTC="$rustc_version" M_PEERS="$versions" \
-M_TIMING="median step after $WARMUP warm-up step(s), at least $MIN_STEPS timed steps and $MIN_TIME_MS ms of them per measurement" \
+M_TIMING="median step after $WARMUP warm-up step(s), at least $MIN_STEPS timed steps and $MIN_TIME_MS ms of them per measurement (ours: each of the optimizer and its probe, taken in alternating blocks of at least 25 ms)" \
 M_ENV="OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset (libgomp default)}, XLA_FLAGS=${XLA_FLAGS:-unset}, DOWNHILL_ISA=${DOWNHILL_ISA:-unset}" \
 M_LOAD_BEFORE="$load_before" M_LOAD_AFTER="$load_after" M_TOP_BEFORE="$top_before" \
 M_ELAPSED="$((elapsed / 60)) min $((elapsed % 60)) s" M_QUICK="$QUICK" M_BUSY="$BUSY_NOTE" \
