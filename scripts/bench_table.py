@@ -448,9 +448,12 @@ def render_markdown(res: Results, meta: dict, errs: list[dict], analysis: str,
     lines += ["", "How each library is run:", ""]
     lines += [
         "- **ours**: `downhill bench --json` (one process per measurement), rayon pool of K threads; "
-        "the probe is a kernel with the optimizer's exact access shape run through the same "
-        "engine right after, so `of probe` is the fraction of the bandwidth this machine gave "
-        "that access shape at that moment.",
+        "the probe is a fused kernel with the optimizer's exact access shape (same streams, "
+        "same passes, the same f64 lane sums in a first pass) run through the same engine, "
+        "alternating with the optimizer in blocks of at least 25 ms on its own copy of the "
+        "tensors, so `of probe` (the median over block pairs) is the fraction of the bandwidth "
+        "this machine gave that access shape at that moment. Tensors of at most 1,024 elements "
+        "take one pass in LAMB and LARS, and their probe does too.",
         "- **torch**: `torch.optim.X` with `foreach=False` (\"single\", PyTorch's CPU default), "
         "`foreach=True`, and `fused=True` where it exists (Adam, AdamW, SGD, Adagrad); "
         "`torch.set_num_threads(K)` and the process pinned to K CPUs.",
