@@ -49,6 +49,11 @@ pub struct BenchArgs {
     /// ...and at least this many milliseconds of timed steps (the probe gets the same).
     #[arg(long, default_value_t = 500)]
     pub min_time_ms: u64,
+    /// Make the probe of a one-pass optimizer also take a square root and a division per
+    /// element (the least arithmetic of a PyTorch-exact adaptive optimizer), to tell the
+    /// optimizer's own cost from the divider's.
+    #[arg(long)]
+    pub probe_divide: bool,
     /// Hyperparameters, named as PyTorch names them; unset ones keep the optimizer's default.
     #[command(flatten)]
     pub hyper: HyperArgs,
@@ -92,6 +97,7 @@ fn bench_options(args: &BenchArgs) -> Result<BenchOptions, LabError> {
         warmup: args.warmup,
         min_steps: args.min_steps,
         min_time: Duration::from_millis(args.min_time_ms),
+        probe_divide: args.probe_divide,
     })
 }
 
@@ -255,5 +261,38 @@ mod tests {
         assert_eq!(v["params"], 1000);
         assert!(v["median_step_seconds"].as_f64().unwrap() > 0.0);
         assert!(human_line(&r).contains("Mparam/s"));
+        assert_eq!(v["probe_divide"], false);
+    }
+
+    #[test]
+    fn probe_divide_applies_to_one_pass_shapes_only() {
+        let quick = |opt: &str, params: &str| {
+            let a = parse(&[
+                "--optimizer",
+                opt,
+                "--params",
+                params,
+                "--threads",
+                "1",
+                "--warmup",
+                "1",
+                "--min-steps",
+                "2",
+                "--min-time-ms",
+                "0",
+                "--probe-divide",
+            ])
+            .unwrap();
+            assert!(a.probe_divide);
+            let config = OptimizerConfig::from_hparams(opt, &a.hyper.to_hyperparams()).unwrap();
+            bench(&config, &bench_options(&a).unwrap()).unwrap()
+        };
+        let r = quick("rmsprop", "5000");
+        assert!(r.probe_divide);
+        assert!(r.probe_gb_per_s.is_finite() && r.probe_gb_per_s > 0.0);
+        // LAMB's probe has its two-pass shape; the flag leaves it alone.
+        assert!(!quick("lamb", "5000").probe_divide);
+        // A LAMB tensor of 1,000 elements takes one pass, and so does its probe.
+        assert!(quick("lamb", "1000").probe_divide);
     }
 }

@@ -40,6 +40,10 @@ pub struct BenchOptions {
     pub min_steps: usize,
     /// ...and at least this much timed work, each of the optimizer and the probe.
     pub min_time: Duration,
+    /// The probe of a one-pass shape also does one correctly rounded square root and one
+    /// division per element, the least arithmetic a PyTorch-exact adaptive optimizer does:
+    /// against it, an optimizer's fraction tells its own cost from the divider's.
+    pub probe_divide: bool,
 }
 
 impl Default for BenchOptions {
@@ -51,6 +55,7 @@ impl Default for BenchOptions {
             warmup: 3,
             min_steps: 10,
             min_time: Duration::from_millis(500),
+            probe_divide: false,
         }
     }
 }
@@ -76,10 +81,13 @@ pub struct BenchResult {
     pub bytes_per_step: u64,
     /// Memory bandwidth of the optimizer's step, GB/s (1e9 bytes).
     pub gb_per_s: f64,
-    /// Bandwidth of the probe with the same access shape, measured just after, GB/s.
+    /// Bandwidth of the probe with the same access shape, measured alongside, GB/s.
     pub probe_gb_per_s: f64,
-    /// `gb_per_s / probe_gb_per_s`.
+    /// The median over alternating block pairs of the ratio of the two bandwidths.
     pub fraction_of_probe: f64,
+    /// Whether the probe did a square root and a division per element
+    /// ([`BenchOptions::probe_divide`]; one-pass shapes only).
+    pub probe_divide: bool,
     /// The instruction set the kernels ran with.
     pub isa: String,
 }
@@ -95,6 +103,8 @@ pub struct ProbeConfig {
     pub pass1_state: bool,
     /// Two-pass shape: the second pass re-reads the gradient and writes the buffers (LARS).
     pub pass2_grad: bool,
+    /// One-pass shape: add `g / (√(g²) + 1)` (a square root and a division) instead of `g`.
+    pub divide: bool,
 }
 
 struct Probe;
@@ -102,40 +112,51 @@ struct Probe2;
 
 const PROBE_BUFS: [&[&str]; 4] = [&[], &["a"], &["a", "b"], &["a", "b", "c"]];
 
-/// One fused pass: every buffer and the parameter get `+= g`; each stream is read once and
-/// written once.
+/// One fused pass: every buffer and the parameter get `+= g` (with `DIV`, `+= g / (√(g²) + 1)`);
+/// each stream is read once and written once.
 #[inline(always)]
-fn probe_update(p: &mut [f32], g: &[f32], st: Bufs<'_>) {
+fn probe_update<const DIV: bool>(p: &mut [f32], g: &[f32], st: Bufs<'_>) {
     let n = p.len();
     let g = &g[..n];
+    let d = |gi: f32| {
+        if DIV {
+            gi / ((gi * gi).sqrt() + 1.0)
+        } else {
+            gi
+        }
+    };
     match st {
         [a, b, c] if !c.is_empty() => {
             let (a, b, c) = (&mut a[..n], &mut b[..n], &mut c[..n]);
             for i in 0..n {
-                p[i] += g[i];
-                a[i] += g[i];
-                b[i] += g[i];
-                c[i] += g[i];
+                let x = d(g[i]);
+                p[i] += x;
+                a[i] += x;
+                b[i] += x;
+                c[i] += x;
             }
         }
         [a, b, _] if !b.is_empty() => {
             let (a, b) = (&mut a[..n], &mut b[..n]);
             for i in 0..n {
-                p[i] += g[i];
-                a[i] += g[i];
-                b[i] += g[i];
+                let x = d(g[i]);
+                p[i] += x;
+                a[i] += x;
+                b[i] += x;
             }
         }
         [a, _, _] if !a.is_empty() => {
             let a = &mut a[..n];
             for i in 0..n {
-                p[i] += g[i];
-                a[i] += g[i];
+                let x = d(g[i]);
+                p[i] += x;
+                a[i] += x;
             }
         }
         _ => {
             for i in 0..n {
-                p[i] += g[i];
+                let x = d(g[i]);
+                p[i] += x;
             }
         }
     }
@@ -199,7 +220,7 @@ fn probe_pass1(state: bool, p: &[f32], g: &[f32], st: Bufs<'_>) -> [f64; 2] {
 impl Kernel for Probe {
     const NAME: &'static str = "probe";
     type Config = ProbeConfig;
-    type Scalars = ();
+    type Scalars = bool;
     fn validate(_: &ProbeConfig) -> Result<()> {
         Ok(())
     }
@@ -212,10 +233,16 @@ impl Kernel for Probe {
     fn buffers(c: &ProbeConfig) -> &'static [&'static str] {
         PROBE_BUFS[c.buffers.min(3)]
     }
-    fn scalars(_: &ProbeConfig, _: &StepCtx, _: &mut [f32]) {}
+    fn scalars(c: &ProbeConfig, _: &StepCtx, _: &mut [f32]) -> bool {
+        c.divide
+    }
     #[inline(always)]
-    fn update(_: &(), p: &mut [f32], g: &[f32], st: Bufs<'_>) {
-        probe_update(p, g, st)
+    fn update(divide: &bool, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
+        if *divide {
+            probe_update::<true>(p, g, st)
+        } else {
+            probe_update::<false>(p, g, st)
+        }
     }
     fn reference(
         _: &ProbeConfig,
@@ -260,7 +287,7 @@ impl Kernel for Probe2 {
     #[inline(always)]
     fn update(s: &(bool, bool), p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         if s.1 {
-            probe_update(p, g, st);
+            probe_update::<false>(p, g, st);
         } else {
             probe_apply(p, st);
         }
@@ -447,7 +474,9 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             lr: 0.0,
             pass1_state,
             pass2_grad,
+            divide: o.probe_divide && shape.is_none(),
         };
+        let probe_divide = probe_cfg.divide;
         let mut probe: Box<dyn Optimizer> = if shape.is_some() {
             Box::new(Engine::<Probe2>::new(probe_cfg, specs.clone())?)
         } else {
@@ -478,6 +507,7 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             gb_per_s: gb,
             probe_gb_per_s: probe_gb,
             fraction_of_probe: median(ratios),
+            probe_divide,
             isa: format!("{:?}", crate::isa()),
         })
     })
