@@ -132,19 +132,66 @@ pub type Adam = Engine<AdamKernel>;
 #[derive(Debug)]
 pub struct AdamKernel;
 
+/// The scalars of the update every PyTorch Adam-family optimizer (Adam, AdamW, NAdam, RAdam)
+/// starts its element loop with; see [`Moments::step`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Moments {
+    sign: f32,
+    l2: f32,
+    pub(crate) has_l2: bool,
+    decay: f32,
+    pub(crate) has_decay: bool,
+    w1: f32,
+    pub(crate) lerp_hi: bool,
+    w1c: f32,
+    beta2: f32,
+    c2: f32,
+}
+
+impl Moments {
+    /// `l2`: coupled weight decay (0 for none); `decay`: the factor `p` is multiplied by
+    /// (decoupled decay), if any.
+    pub(crate) fn new(maximize: bool, l2: f64, decay: Option<f64>, betas: (f64, f64)) -> Self {
+        let w1 = (1.0 - betas.0) as f32;
+        Moments {
+            sign: if maximize { -1.0 } else { 1.0 },
+            l2: l2 as f32,
+            has_l2: l2 != 0.0,
+            decay: decay.unwrap_or(1.0) as f32,
+            has_decay: decay.is_some(),
+            w1,
+            lerp_hi: w1.abs() >= 0.5,
+            w1c: w1 - 1.0,
+            beta2: betas.1 as f32,
+            c2: (1.0 - betas.1) as f32,
+        }
+    }
+
+    /// One element, in PyTorch's order: `g ← -g` if maximising, `g ← g + λ p` (one FMA, as
+    /// ATen's `add(alpha=)`), `p ← p · decay` (decoupled decay), `m ← lerp(m, g, 1 - β1)`,
+    /// `v ← β2 v + (1 - β2) g²` (one FMA, as `addcmul`). Returns `(p, g, m, v)`. `L2`,
+    /// `DECAY` and `HI` are `has_l2`, `has_decay` and `lerp_hi` (see [`monomorphise!`]).
+    #[inline(always)]
+    pub(crate) fn step<const L2: bool, const DECAY: bool, const HI: bool>(
+        &self,
+        p: f32,
+        g: f32,
+        m: f32,
+        v: f32,
+    ) -> (f32, f32, f32, f32) {
+        let gs = g * self.sign;
+        let gi = if L2 { fma(self.l2, p, gs) } else { gs };
+        let pi = if DECAY { p * self.decay } else { p };
+        let mi = lerp(m, gi, self.w1, HI, self.w1c);
+        let vi = fma(self.c2 * gi, gi, v * self.beta2);
+        (pi, gi, mi, vi)
+    }
+}
+
 /// Per-step scalars shared by Adam and AdamW.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamScalars {
-    pub(crate) sign: f32,
-    pub(crate) l2: f32,
-    pub(crate) has_l2: bool,
-    pub(crate) decay: f32,
-    pub(crate) has_decay: bool,
-    pub(crate) w1: f32,
-    pub(crate) lerp_hi: bool,
-    pub(crate) w1c: f32,
-    pub(crate) beta2: f32,
-    pub(crate) c2: f32,
+    pub(crate) mo: Moments,
     pub(crate) bc2_sqrt: f32,
     pub(crate) eps: f32,
     pub(crate) neg_step: f32,
@@ -169,18 +216,8 @@ pub(crate) fn adam_scalars(
     } else {
         (1.0, 1.0)
     };
-    let w1 = (1.0 - betas.0) as f32;
     AdamScalars {
-        sign: if maximize { -1.0 } else { 1.0 },
-        l2: l2 as f32,
-        has_l2: l2 != 0.0,
-        decay: decay.unwrap_or(1.0) as f32,
-        has_decay: decay.is_some(),
-        w1,
-        lerp_hi: w1.abs() >= 0.5,
-        w1c: w1 - 1.0,
-        beta2: betas.1 as f32,
-        c2: (1.0 - betas.1) as f32,
+        mo: Moments::new(maximize, l2, decay, betas),
         bc2_sqrt: bc2.sqrt() as f32,
         eps: eps as f32,
         neg_step: (-(ctx.lr / bc1)) as f32,
@@ -213,12 +250,7 @@ fn adam_body<const AMS: bool, const L2: bool, const DECAY: bool, const HI: bool>
     let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
     let vmax = if AMS { &mut vmax[..n] } else { vmax };
     for i in 0..n {
-        let gs = g[i] * s.sign;
-        let pi = p[i];
-        let gi = if L2 { pi.mul_add(s.l2, gs) } else { gs };
-        let pi = if DECAY { pi * s.decay } else { pi };
-        let mi = lerp(m[i], gi, s.w1, HI, s.w1c);
-        let vi = (s.c2 * gi).mul_add(gi, v[i] * s.beta2);
+        let (pi, _, mi, vi) = s.mo.step::<L2, DECAY, HI>(p[i], g[i], m[i], v[i]);
         m[i] = mi;
         v[i] = vi;
         let vd = if AMS {
@@ -238,7 +270,7 @@ fn adam_body<const AMS: bool, const L2: bool, const DECAY: bool, const HI: bool>
 pub(crate) fn adam_update(s: &AdamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
     let [m, v, vmax] = st;
     monomorphise!(
-        adam_body[s.amsgrad, s.has_l2, s.has_decay, s.lerp_hi](s, p, g, m, v, vmax)
+        adam_body[s.amsgrad, s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v, vmax)
     )
 }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
-use crate::optim::adam::{lerp, validate_adam_like};
+use crate::optim::adam::{lerp, validate_adam_like, Moments};
 use crate::Engine;
 
 /// Hyperparameters of [`Nadam`]; defaults equal PyTorch's `torch.optim.NAdam`.
@@ -134,16 +134,7 @@ pub struct NadamKernel;
 /// Per-step scalars of [`Nadam`].
 #[derive(Clone, Copy, Debug)]
 pub struct NadamScalars {
-    sign: f32,
-    l2: f32,
-    has_l2: bool,
-    decay: f32,
-    has_decay: bool,
-    w1: f32,
-    lerp_hi: bool,
-    w1c: f32,
-    beta2: f32,
-    c2: f32,
+    mo: Moments,
     bc2: f32,
     eps: f32,
     /// `-γ (1 - μ_t) / (1 - Π_t)`.
@@ -179,12 +170,7 @@ fn nadam_body<const L2: bool, const DECAY: bool, const HI: bool>(
     let n = p.len();
     let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {
-        let gs = g[i] * s.sign;
-        let pi = p[i];
-        let gi = if L2 { fma(s.l2, pi, gs) } else { gs };
-        let pi = if DECAY { pi * s.decay } else { pi };
-        let mi = lerp(m[i], gi, s.w1, HI, s.w1c);
-        let vi = fma(s.c2 * gi, gi, v[i] * s.beta2);
+        let (pi, gi, mi, vi) = s.mo.step::<L2, DECAY, HI>(p[i], g[i], m[i], v[i]);
         m[i] = mi;
         v[i] = vi;
         let denom = (vi / s.bc2).sqrt() + s.eps;
@@ -228,18 +214,8 @@ impl Kernel for NadamKernel {
         let mu_product = scalar_state[0] as f64;
         let mu_product_next = mu_product * mu_next;
         let (l2, decay) = split_decay(c, ctx);
-        let w1 = (1.0 - beta1) as f32;
         NadamScalars {
-            sign: if c.maximize { -1.0 } else { 1.0 },
-            l2: l2 as f32,
-            has_l2: l2 != 0.0,
-            decay: decay.unwrap_or(1.0) as f32,
-            has_decay: decay.is_some(),
-            w1,
-            lerp_hi: w1.abs() >= 0.5,
-            w1c: w1 - 1.0,
-            beta2: beta2 as f32,
-            c2: (1.0 - beta2) as f32,
+            mo: Moments::new(c.maximize, l2, decay, c.betas),
             bc2: (1.0 - beta2.powf(t)) as f32,
             eps: c.eps as f32,
             grad_coef: (-ctx.lr * (1.0 - mu) / (1.0 - mu_product)) as f32,
@@ -250,7 +226,7 @@ impl Kernel for NadamKernel {
     #[inline(always)]
     fn update(s: &NadamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, v, _] = st;
-        monomorphise!(nadam_body[s.has_l2, s.has_decay, s.lerp_hi](s, p, g, m, v))
+        monomorphise!(nadam_body[s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
     }
 
     /// `_single_tensor_nadam` of `torch/optim/nadam.py`, one tensor operation per block.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
-use crate::optim::adam::{lerp, validate_adam_like};
+use crate::optim::adam::{lerp, validate_adam_like, Moments};
 use crate::Engine;
 
 /// Hyperparameters of [`Radam`]; defaults equal PyTorch's `torch.optim.RAdam`.
@@ -134,16 +134,7 @@ pub struct RadamKernel;
 /// Per-step scalars of [`Radam`].
 #[derive(Clone, Copy, Debug)]
 pub struct RadamScalars {
-    sign: f32,
-    l2: f32,
-    has_l2: bool,
-    decay: f32,
-    has_decay: bool,
-    w1: f32,
-    lerp_hi: bool,
-    w1c: f32,
-    beta2: f32,
-    c2: f32,
+    mo: Moments,
     bc1: f32,
     lr: f32,
     rectified: bool,
@@ -185,12 +176,7 @@ fn radam_body<const RECT: bool, const L2: bool, const DECAY: bool, const HI: boo
     let n = p.len();
     let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {
-        let gs = g[i] * s.sign;
-        let pi = p[i];
-        let gi = if L2 { fma(s.l2, pi, gs) } else { gs };
-        let pi = if DECAY { pi * s.decay } else { pi };
-        let mi = lerp(m[i], gi, s.w1, HI, s.w1c);
-        let vi = fma(s.c2 * gi, gi, v[i] * s.beta2);
+        let (pi, _, mi, vi) = s.mo.step::<L2, DECAY, HI>(p[i], g[i], m[i], v[i]);
         m[i] = mi;
         v[i] = vi;
         let m_hat = mi / s.bc1;
@@ -230,18 +216,8 @@ impl Kernel for RadamKernel {
         let (beta1, beta2) = c.betas;
         let (l2, decay) = split_decay(c, ctx);
         let (_, rect) = rectification(beta2, t);
-        let w1 = (1.0 - beta1) as f32;
         RadamScalars {
-            sign: if c.maximize { -1.0 } else { 1.0 },
-            l2: l2 as f32,
-            has_l2: l2 != 0.0,
-            decay: decay.unwrap_or(1.0) as f32,
-            has_decay: decay.is_some(),
-            w1,
-            lerp_hi: w1.abs() >= 0.5,
-            w1c: w1 - 1.0,
-            beta2: beta2 as f32,
-            c2: (1.0 - beta2) as f32,
+            mo: Moments::new(c.maximize, l2, decay, c.betas),
             bc1: (1.0 - beta1.powf(t)) as f32,
             lr: ctx.lr as f32,
             rectified: rect.is_some(),
@@ -254,7 +230,7 @@ impl Kernel for RadamKernel {
     #[inline(always)]
     fn update(s: &RadamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, v, _] = st;
-        monomorphise!(radam_body[s.rectified, s.has_l2, s.has_decay, s.lerp_hi](s, p, g, m, v))
+        monomorphise!(radam_body[s.rectified, s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
     }
 
     /// `_single_tensor_radam` of `torch/optim/radam.py`, one tensor operation per block.
