@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::OptimizerConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::kernel::reduce::SUB;
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
-use crate::optim::lars::SUB;
 use crate::optimizer::Optimizer;
 use crate::param::{Param, ParamSpec};
 

@@ -71,8 +71,9 @@ mod param;
 pub mod schedule;
 
 pub use config::{ConfigKernel, Hyperparams, OptimizerConfig, OPTIMIZER_NAMES};
-pub use engine::{isa, Engine, Isa, Mode, NonFinitePolicy};
+pub use engine::{Engine, Mode, NonFinitePolicy};
 pub use error::{Error, ErrorKind, Result};
+pub use kernel::dispatch::{isa, Isa};
 pub use optim::adadelta::{Adadelta, AdadeltaConfig};
 pub use optim::adagrad::{Adagrad, AdagradConfig};
 pub use optim::adam::{Adam, AdamConfig};

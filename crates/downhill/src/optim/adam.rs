@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
-use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
+use crate::kernel::{fma, lerp, monomorphise, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
 /// Hyperparameters of [`Adam`]; defaults equal PyTorch's `torch.optim.Adam`.
@@ -222,18 +222,6 @@ pub(crate) fn adam_scalars(
         eps: eps as f32,
         neg_step: (-(ctx.lr / bc1)) as f32,
         amsgrad,
-    }
-}
-
-/// ATen's CPU `lerp(a, b, w)`: `fma(w, b - a, a)` for |w| < 0.5, else
-/// `fma(w - 1, b - a, b)`; `wc` is `w - 1`.
-#[inline(always)]
-pub(crate) fn lerp(a: f32, b: f32, w: f32, hi: bool, wc: f32) -> f32 {
-    let d = b - a;
-    if hi {
-        d.mul_add(wc, b)
-    } else {
-        d.mul_add(w, a)
     }
 }
 

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
+use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
-use crate::optim::adam::lerp;
 use crate::Engine;
 
 /// Hyperparameters of [`Adamax`]; defaults equal PyTorch's `torch.optim.Adamax`.

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
+use crate::kernel::reduce::{ref_norm, trust_ratio, xla_sum_sq, SUB};
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
-use crate::optim::lars::{ref_norm, trust_ratio, xla_sum_sq, SUB};
 use crate::Engine;
 
 /// Hyperparameters of [`Lamb`]; defaults equal optax's `lamb` (which has no default learning

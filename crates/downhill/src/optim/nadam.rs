@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{check, Result};
+use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
-use crate::optim::adam::{lerp, validate_adam_like, Moments};
+use crate::optim::adam::{validate_adam_like, Moments};
 use crate::Engine;
 
 /// Hyperparameters of [`Nadam`]; defaults equal PyTorch's `torch.optim.NAdam`.

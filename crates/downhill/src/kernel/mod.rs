@@ -19,6 +19,14 @@ use std::fmt::Debug;
 
 use crate::Result;
 
+pub(crate) mod dispatch;
+pub mod ops;
+pub mod reduce;
+
+pub(crate) use dispatch::monomorphise;
+pub use ops::{fma, lerp, LerpWeight};
+pub use reduce::{Lanes, LANES};
+
 /// Elements per reduction block. Per-tensor norms (LAMB, LARS) are summed block by block, each
 /// block with the same fixed lane pattern, and the block sums in order: the result does not
 /// depend on the thread count or the chunk size. Chunks split tensors only at block boundaries.
@@ -26,7 +34,7 @@ pub const BLOCK: usize = 4096;
 
 /// Tensors of at most this many elements get their first pass in one call,
 /// [`Kernel::pass1_small`], over the whole tensor (LAMB and LARS use it to reproduce optax's
-/// f32 norms exactly; see `optim::lars::xla_sum_sq`).
+/// f32 norms exactly; see [`reduce::xla_sum_sq`]).
 pub const SMALL_TENSOR: usize = 1024;
 
 /// What a kernel knows about the step it is computing for one parameter.
@@ -53,35 +61,6 @@ impl StepCtx {
         }
     }
 }
-
-/// `a * b + c` with one rounding, as ATen's vectorised CPU kernels compute `add(alpha=)`,
-/// `addcmul`, `lerp` and friends. Inside the engine's AVX2/AVX-512 builds this is one vector
-/// FMA instruction; elsewhere `f32::mul_add` is still exact (a libm call).
-#[inline(always)]
-pub fn fma(a: f32, b: f32, c: f32) -> f32 {
-    a.mul_add(b, c)
-}
-
-/// `monomorphise!(f [flag, ...] (args...))` calls `f::<flag, ...>(args...)` with each runtime
-/// `bool` turned into a const generic argument, so that every combination gets its own loop
-/// with no branch inside. A branch on a loop-invariant flag is cheap, but LLVM does not always
-/// vectorise a loop that contains one (AVX2 builds of Adam and RMSprop stayed scalar).
-macro_rules! monomorphise {
-    ($f:ident [$($done:expr),*] [] ($($arg:expr),*)) => {
-        $f::<$($done),*>($($arg),*)
-    };
-    ($f:ident [$($done:expr),*] [$flag:expr $(, $rest:expr)*] ($($arg:expr),*)) => {
-        if $flag {
-            monomorphise!($f [$($done,)* true] [$($rest),*] ($($arg),*))
-        } else {
-            monomorphise!($f [$($done,)* false] [$($rest),*] ($($arg),*))
-        }
-    };
-    ($f:ident [$($flag:expr),*] ($($arg:expr),*)) => {
-        monomorphise!($f [] [$($flag),*] ($($arg),*))
-    };
-}
-pub(crate) use monomorphise;
 
 /// The state buffers handed to a kernel: up to three, unused ones empty.
 pub type Bufs<'a> = [&'a mut [f32]; 3];
@@ -166,70 +145,4 @@ pub trait Kernel: Send + Sync + 'static {
         g: &[f32],
         st: &mut [Vec<f32>],
     );
-}
-
-/// Lanes of a [`Lanes`] accumulator.
-pub const LANES: usize = 32;
-
-/// Sum-of-squares accumulator with a fixed lane pattern: element `i` of a block goes to lane
-/// `i % 32`, lanes are summed in order at the end. Deterministic, and fast: 32 f64 lanes are
-/// four independent AVX-512 (eight AVX2) accumulators per sum, enough to hide the latency
-/// of the additions, so a first pass keeps up with memory.
-#[derive(Clone, Copy)]
-pub struct Lanes {
-    a: [f64; LANES],
-    b: [f64; LANES],
-}
-
-impl Default for Lanes {
-    fn default() -> Self {
-        Lanes {
-            a: [0.0; LANES],
-            b: [0.0; LANES],
-        }
-    }
-}
-
-impl Lanes {
-    /// Adds `x^2` and `y^2` to lane `lane` (0..32).
-    #[inline(always)]
-    pub fn add(&mut self, lane: usize, x: f32, y: f32) {
-        let (x, y) = (x as f64, y as f64);
-        self.a[lane] += x * x;
-        self.b[lane] += y * y;
-    }
-
-    /// Adds `a[i]^2` and `b[i]^2` to lane `i % 32` for every `i`, as [`Lanes::add`] would, in
-    /// chunks of 32 so that it vectorises. `a` must start at a multiple of 32 elements from the
-    /// start of its block; `b` is at least as long as `a`.
-    #[inline(always)]
-    pub fn add_slices(&mut self, a: &[f32], b: &[f32]) {
-        let n = a.len();
-        let b = &b[..n];
-        let full = n - n % LANES;
-        for (ac, bc) in a[..full]
-            .chunks_exact(LANES)
-            .zip(b[..full].chunks_exact(LANES))
-        {
-            for l in 0..LANES {
-                let (x, y) = (ac[l] as f64, bc[l] as f64);
-                self.a[l] += x * x;
-                self.b[l] += y * y;
-            }
-        }
-        for i in full..n {
-            self.add(i - full, a[i], b[i]);
-        }
-    }
-
-    /// The two sums.
-    #[inline(always)]
-    pub fn finish(&self) -> [f64; 2] {
-        let mut s = [0.0f64; 2];
-        for l in 0..LANES {
-            s[0] += self.a[l];
-            s[1] += self.b[l];
-        }
-        s
-    }
 }

@@ -19,13 +19,16 @@
 //! plan and the block sums are reused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::kernel::dispatch::{self, isa, Isa};
 use crate::kernel::{Bufs, Kernel, StepCtx, BLOCK, SMALL_TENSOR};
 use crate::param::{Param, ParamSpec};
+
+mod plan;
+use plan::{Plan, Segment};
 
 /// What a step does with NaN or infinite gradients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -84,71 +87,6 @@ struct Job<S> {
 // vectors that outlive the step); segments of one job cover disjoint element ranges.
 unsafe impl<S: Send> Send for Job<S> {}
 unsafe impl<S: Sync> Sync for Job<S> {}
-
-#[derive(Clone, Copy)]
-struct Segment {
-    job: usize,
-    start: usize,
-    end: usize,
-}
-
-#[derive(Default)]
-struct Plan {
-    lens: Vec<usize>,
-    chunk: usize,
-    segments: Vec<Segment>,
-    /// `chunks[c]..chunks[c + 1]` are the segments of chunk `c`.
-    chunks: Vec<usize>,
-}
-
-impl Plan {
-    fn rebuild(&mut self, lens: &[usize], chunk: usize) {
-        self.lens.clear();
-        self.lens.extend_from_slice(lens);
-        self.chunk = chunk;
-        self.segments.clear();
-        self.chunks.clear();
-        self.chunks.push(0);
-        let mut fill = 0usize;
-        for (job, &len) in lens.iter().enumerate() {
-            let mut pos = 0;
-            while pos < len {
-                let room = chunk - fill;
-                let mut take = (len - pos).min(room);
-                if take < len - pos {
-                    take -= take % BLOCK;
-                    if take == 0 {
-                        self.chunks.push(self.segments.len());
-                        fill = 0;
-                        continue;
-                    }
-                }
-                self.segments.push(Segment {
-                    job,
-                    start: pos,
-                    end: pos + take,
-                });
-                pos += take;
-                fill += take;
-                if fill >= chunk {
-                    self.chunks.push(self.segments.len());
-                    fill = 0;
-                }
-            }
-        }
-        if *self.chunks.last().unwrap_or(&0) != self.segments.len() {
-            self.chunks.push(self.segments.len());
-        }
-    }
-
-    fn num_chunks(&self) -> usize {
-        self.chunks.len() - 1
-    }
-
-    fn chunk(&self, c: usize) -> &[Segment] {
-        &self.segments[self.chunks[c]..self.chunks[c + 1]]
-    }
-}
 
 struct Scratch<S> {
     /// Slot index of each argument of the previous call, to skip the name lookup.
@@ -630,57 +568,25 @@ enum Pass {
     Update,
 }
 
-/// The instruction sets the kernels are compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Isa {
-    /// No explicit vector extension beyond the target's baseline (SSE2 on x86-64, NEON on
-    /// aarch64).
-    Baseline,
-    /// AVX2 and FMA.
-    Avx2,
-    /// AVX-512 F/VL.
-    Avx512,
+/// One pass over some segments of a step, compiled per instruction set by
+/// [`dispatch::run_for`].
+struct Segments<'a, S> {
+    pass: Pass,
+    jobs: &'a [Job<S>],
+    segs: &'a [Segment],
+    /// One slot per block of every job when `pass` is `Norms`.
+    sums: *mut [f64; 2],
 }
 
-static ISA: AtomicU8 = AtomicU8::new(u8::MAX);
-
-/// The best instruction set this CPU supports, detected once. The environment variable
-/// `DOWNHILL_ISA` (`baseline`, `avx2`, `avx512`) can lower it, for tests and benchmarks.
-pub fn isa() -> Isa {
-    let v = ISA.load(Ordering::Relaxed);
-    let isa = match v {
-        0 => Isa::Baseline,
-        1 => Isa::Avx2,
-        2 => Isa::Avx512,
-        _ => {
-            let detected = detect_isa();
-            let wanted = match std::env::var("DOWNHILL_ISA").as_deref() {
-                Ok("baseline") | Ok("scalar") => Isa::Baseline,
-                Ok("avx2") => Isa::Avx2,
-                _ => Isa::Avx512,
-            };
-            let isa = detected.min(wanted);
-            ISA.store(isa as u8, Ordering::Relaxed);
-            isa
-        }
-    };
-    isa
-}
-
-fn detect_isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-        {
-            return Isa::Avx512;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Isa::Avx2;
-        }
+impl<K: Kernel> dispatch::Body for (Segments<'_, K::Scalars>, std::marker::PhantomData<K>) {
+    /// # Safety
+    /// The segments must be disjoint ranges of the jobs' live buffers; `sums` must have one
+    /// slot per block of every job when `pass` is `Norms`.
+    #[inline(always)]
+    unsafe fn run(&self) {
+        let s = &self.0;
+        segments_body::<K>(s.pass, s.jobs, s.segs, s.sums)
     }
-    Isa::Baseline
 }
 
 /// Runs segments with the kernel compiled for `isa`.
@@ -695,35 +601,16 @@ unsafe fn run_segments<K: Kernel>(
     segs: &[Segment],
     sums: *mut [f64; 2],
 ) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => segments_avx512::<K>(pass, jobs, segs, sums),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => segments_avx2::<K>(pass, jobs, segs, sums),
-        _ => segments_body::<K>(pass, jobs, segs, sums),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn segments_avx512<K: Kernel>(
-    pass: Pass,
-    jobs: &[Job<K::Scalars>],
-    segs: &[Segment],
-    sums: *mut [f64; 2],
-) {
-    segments_body::<K>(pass, jobs, segs, sums)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn segments_avx2<K: Kernel>(
-    pass: Pass,
-    jobs: &[Job<K::Scalars>],
-    segs: &[Segment],
-    sums: *mut [f64; 2],
-) {
-    segments_body::<K>(pass, jobs, segs, sums)
+    let body = (
+        Segments {
+            pass,
+            jobs,
+            segs,
+            sums,
+        },
+        std::marker::PhantomData::<K>,
+    );
+    dispatch::run_for(isa, &body)
 }
 
 /// The caller's parameter, gradient and state for elements `start..start + n` of a job.
@@ -789,30 +676,6 @@ unsafe fn segments_body<K: Kernel>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plan_covers_every_element_once_at_block_boundaries() {
-        let lens = [10, 3 * BLOCK + 5, 1, 7 * BLOCK, 0, 123];
-        for chunk in [BLOCK, 2 * BLOCK, 5 * BLOCK, 100 * BLOCK] {
-            let mut plan = Plan::default();
-            plan.rebuild(&lens, chunk);
-            let mut covered = vec![0usize; lens.len()];
-            for c in 0..plan.num_chunks() {
-                let segs = plan.chunk(c);
-                assert!(!segs.is_empty());
-                let elems: usize = segs.iter().map(|s| s.end - s.start).sum();
-                assert!(elems <= chunk);
-                for s in segs {
-                    assert_eq!(s.start, covered[s.job], "segments in order");
-                    if s.end != lens[s.job] {
-                        assert_eq!(s.end % BLOCK, 0);
-                    }
-                    covered[s.job] = s.end;
-                }
-            }
-            assert_eq!(covered, lens);
-        }
-    }
 
     #[test]
     fn finiteness_test_finds_nan_and_inf() {
