@@ -140,7 +140,13 @@ impl HyperArgs {
             maximize: flag(self.maximize, true),
             decoupled_weight_decay: flag(self.decoupled_weight_decay, true),
             bias_correction: flag(self.no_bias_correction, false),
-            decay_form: self.decay_form.clone(),
+            decay_form: self.decay_form.as_deref().map(|s| {
+                if s == "paper" {
+                    downhill::DecayForm::Paper
+                } else {
+                    downhill::DecayForm::Pytorch
+                }
+            }),
             trust_ratio: flag(self.no_trust_ratio, false),
         }
     }
@@ -251,7 +257,7 @@ mod tests {
         assert_eq!(h.rho, Some(0.8));
         assert_eq!(h.decoupled_weight_decay, Some(true));
         assert_eq!(h.bias_correction, Some(false));
-        assert_eq!(h.decay_form.as_deref(), Some("paper"));
+        assert_eq!(h.decay_form, Some(downhill::DecayForm::Paper));
         assert_eq!(h.trust_coefficient, Some(0.002));
         assert_eq!(h.eps_root, Some(1e-9));
         assert_eq!(h.trust_ratio, Some(false));

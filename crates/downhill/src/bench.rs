@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::OptimizerConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernel::reduce::SUB;
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
 use crate::optimizer::Optimizer;
 use crate::param::{Param, ParamSpec};
+use crate::registry::OptimizerConfig;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -92,22 +92,25 @@ pub struct BenchResult {
     pub isa: String,
 }
 
-/// Probe config: how many state streams, and whether it runs two passes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProbeConfig {
-    /// Number of state buffers (0..=3).
-    pub buffers: usize,
-    /// Unused learning rate (the engine needs one).
-    pub lr: f64,
-    /// Two-pass shape: the first pass reads and writes the buffers (LAMB's moments).
-    pub pass1_state: bool,
-    /// Two-pass shape: the second pass re-reads the gradient and writes the buffers (LARS).
-    pub pass2_grad: bool,
-    /// One-pass shape: add `g / (√(g²) + 1)` (a square root and a division) instead of `g`.
-    pub divide: bool,
+crate::optimizer_config! {
+    /// Probe config: how many state streams, and whether it runs two passes.
+    pub struct ProbeConfig for Probe {
+        /// Number of state buffers (0..=3).
+        buffers: usize = 0,
+        /// Unused learning rate (the engine needs one).
+        lr: f64 = 0.0,
+        /// Two-pass shape: the first pass reads and writes the buffers (LAMB's moments).
+        pass1_state: bool = false,
+        /// Two-pass shape: the second pass re-reads the gradient and writes the buffers (LARS).
+        pass2_grad: bool = false,
+        /// One-pass shape: add `g / (√(g²) + 1)` (a square root and a division) instead of `g`.
+        divide: bool = false,
+    }
 }
 
-struct Probe;
+/// The bandwidth probe: the access shape of an optimizer step with the least arithmetic.
+#[derive(Debug)]
+pub struct Probe;
 struct Probe2;
 
 const PROBE_BUFS: [&[&str]; 4] = [&[], &["a"], &["a", "b"], &["a", "b", "c"]];
@@ -221,15 +224,6 @@ impl Kernel for Probe {
     const NAME: &'static str = "probe";
     type Config = ProbeConfig;
     type Scalars = bool;
-    fn validate(_: &ProbeConfig) -> Result<()> {
-        Ok(())
-    }
-    fn lr(c: &ProbeConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut ProbeConfig, lr: f64) {
-        c.lr = lr;
-    }
     fn buffers(c: &ProbeConfig) -> &'static [&'static str] {
         PROBE_BUFS[c.buffers.min(3)]
     }
@@ -260,15 +254,6 @@ impl Kernel for Probe2 {
     const TWO_PASS: bool = true;
     type Config = ProbeConfig;
     type Scalars = (bool, bool);
-    fn validate(_: &ProbeConfig) -> Result<()> {
-        Ok(())
-    }
-    fn lr(c: &ProbeConfig) -> f64 {
-        c.lr
-    }
-    fn set_lr(c: &mut ProbeConfig, lr: f64) {
-        c.lr = lr;
-    }
     fn buffers(c: &ProbeConfig) -> &'static [&'static str] {
         PROBE_BUFS[c.buffers.min(3)]
     }

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::hparams::Hyperparameters;
 use crate::kernel::Kernel;
 
 const FORMAT: &str = "downhill-optimizer-state";
@@ -214,7 +215,8 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
                 K::NAME
             ))
         })?;
-        K::validate(&config)
+        config
+            .validate()
             .map_err(|err| Error::checkpoint(format!("group {gi}: {}", err.message())))?;
         if gdoc.params.len() != group.params.len() {
             return Err(Error::checkpoint(format!(

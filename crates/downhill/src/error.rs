@@ -41,7 +41,7 @@ impl Error {
     }
 
     /// An invalid hyperparameter.
-    pub(crate) fn config(field: &str, message: impl Into<String>) -> Self {
+    pub fn config(field: &str, message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidConfig, Some(field.to_string()), message)
     }
 
@@ -102,7 +102,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Validation helpers shared by every optimizer config: each returns an error that names the
 /// field and the value.
-pub(crate) mod check {
+#[doc(hidden)]
+pub mod check {
     use super::{Error, Result};
 
     /// `lr` (and similar) must be finite and `>= 0`.
@@ -141,9 +142,9 @@ pub(crate) mod check {
         }
     }
 
-    /// Both betas in `[0, 1)`; the message names `betas.0` or `betas.1`.
-    pub fn betas(v: (f64, f64)) -> Result<()> {
-        unit_interval("betas.0", v.0)?;
-        unit_interval("betas.1", v.1)
+    /// Both elements of a pair in `[0, 1)`; the message names `field.0` or `field.1`.
+    pub fn betas(field: &str, v: (f64, f64)) -> Result<()> {
+        unit_interval(&format!("{field}.0"), v.0)?;
+        unit_interval(&format!("{field}.1"), v.1)
     }
 }

@@ -96,7 +96,11 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                         Hyperparams {
                             lr: Some(lr),
                             weight_decay: Some(wd),
-                            decay_form: Some(if mi == 1 { "pytorch" } else { "paper" }.into()),
+                            decay_form: Some(if mi == 1 {
+                                downhill::DecayForm::Pytorch
+                            } else {
+                                downhill::DecayForm::Paper
+                            }),
                             ..Hyperparams::default()
                         },
                     ),

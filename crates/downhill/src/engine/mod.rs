@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::hparams::Hyperparameters;
 use crate::kernel::dispatch::{self, isa, Isa};
 use crate::kernel::{Bufs, Kernel, StepCtx, BLOCK, SMALL_TENSOR};
 use crate::param::{Param, ParamSpec};
@@ -167,7 +168,7 @@ impl<K: Kernel> Engine<K> {
         config: K::Config,
         params: impl IntoIterator<Item = P>,
     ) -> Result<usize> {
-        K::validate(&config)?;
+        config.validate()?;
         let specs: Vec<ParamSpec> = params.into_iter().map(Into::into).collect();
         let mut fresh = HashMap::new();
         for spec in &specs {
@@ -196,7 +197,7 @@ impl<K: Kernel> Engine<K> {
             });
         }
         self.groups.push(Group {
-            initial_lr: K::lr(&config),
+            initial_lr: config.lr(),
             config,
             params: members,
         });
@@ -212,7 +213,7 @@ impl<K: Kernel> Engine<K> {
     /// Replaces the hyperparameters of a group after validating them; state is kept.
     pub fn set_config(&mut self, group: usize, config: K::Config) -> Result<()> {
         self.check_group(group)?;
-        K::validate(&config)?;
+        config.validate()?;
         self.groups[group].config = config;
         Ok(())
     }
@@ -264,14 +265,14 @@ impl<K: Kernel> Engine<K> {
 
     /// The learning rate of a group. Panics if `group >= num_groups()`.
     pub fn lr(&self, group: usize) -> f64 {
-        K::lr(&self.groups[group].config)
+        self.groups[group].config.lr()
     }
 
     /// Sets the learning rate of a group (finite and `>= 0`).
     pub fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
         self.check_group(group)?;
         crate::error::check::non_negative("lr", lr)?;
-        K::set_lr(&mut self.groups[group].config, lr);
+        self.groups[group].config.set_lr(lr);
         Ok(())
     }
 
@@ -414,7 +415,7 @@ impl<K: Kernel> Engine<K> {
             slot.step += 1;
             let ctx = StepCtx {
                 step: slot.step,
-                lr: K::lr(&group.config),
+                lr: group.config.lr(),
                 initial_lr: group.initial_lr,
                 fresh,
             };
@@ -448,7 +449,7 @@ impl<K: Kernel> Engine<K> {
             slot.step += 1;
             let ctx = StepCtx {
                 step: slot.step,
-                lr: K::lr(&group.config),
+                lr: group.config.lr(),
                 initial_lr: group.initial_lr,
                 fresh,
             };

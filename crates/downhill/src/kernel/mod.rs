@@ -14,10 +14,7 @@
 //! multiply-add is correctly rounded on every instruction set, so all of them give
 //! bit-identical results.
 
-use serde::{de::DeserializeOwned, Serialize};
-use std::fmt::Debug;
-
-use crate::Result;
+use crate::hparams::Hyperparameters;
 
 pub(crate) mod dispatch;
 pub mod ops;
@@ -72,17 +69,13 @@ pub trait Kernel: Send + Sync + 'static {
     /// Whether the kernel needs per-tensor norms (two passes: [`Kernel::pass1`] then
     /// [`Kernel::update`]).
     const TWO_PASS: bool = false;
-    /// Hyperparameters of one parameter group.
-    type Config: Clone + Debug + PartialEq + Default + Serialize + DeserializeOwned + Send + Sync;
+    /// Hyperparameters of one parameter group (declared with
+    /// [`optimizer_config!`](crate::optimizer_config), which derives validation, the learning
+    /// rate accessors and access by field name).
+    type Config: Hyperparameters;
     /// Scalars computed once per parameter and step, outside the element loop.
     type Scalars: Copy + Send + Sync;
 
-    /// Checks every hyperparameter; the error names the field and the value.
-    fn validate(cfg: &Self::Config) -> Result<()>;
-    /// The learning rate of a config.
-    fn lr(cfg: &Self::Config) -> f64;
-    /// Sets the learning rate of a config.
-    fn set_lr(cfg: &mut Self::Config, lr: f64);
     /// Names of the per-element state buffers this config needs (at most three).
     fn buffers(cfg: &Self::Config) -> &'static [&'static str];
     /// The value a state buffer starts at (0 unless the optimizer says otherwise).

@@ -1,59 +1,21 @@
 //! Adadelta: an adaptive learning rate method with unit-consistent steps.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::{fma, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
-/// Hyperparameters of [`Adadelta`]; defaults equal PyTorch's `torch.optim.Adadelta`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdadeltaConfig {
-    /// Learning rate γ scaling the step (default 1.0, the paper's algorithm).
-    pub lr: f64,
-    /// Decay rate ρ of both running averages (default 0.9).
-    pub rho: f64,
-    /// ε added inside both square roots (default 1e-6).
-    pub eps: f64,
-    /// L2 penalty λ added to the gradient (default 0).
-    pub weight_decay: f64,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-}
-
-impl Default for AdadeltaConfig {
-    fn default() -> Self {
-        AdadeltaConfig {
-            lr: 1.0,
-            rho: 0.9,
-            eps: 1e-6,
-            weight_decay: 0.0,
-            maximize: false,
-        }
-    }
-}
-
-impl AdadeltaConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets the decay rate ρ.
-        rho: f64,
-        /// Sets ε.
-        eps: f64,
-        /// Sets the L2 penalty.
-        weight_decay: f64,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Adadelta> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Adadelta`]; defaults equal PyTorch's `torch.optim.Adadelta`.
+    pub struct AdadeltaConfig for AdadeltaKernel {
+        /// Learning rate γ scaling the step (default 1.0, the paper's algorithm).
+        lr: f64 = 1.0 => non_negative,
+        /// Decay rate ρ of both running averages (default 0.9).
+        rho: f64 = 0.9 => closed_unit_interval,
+        /// ε added inside both square roots (default 1e-6).
+        eps: f64 = 1e-6 => non_negative,
+        /// L2 penalty λ added to the gradient (default 0).
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
     }
 }
 
@@ -141,21 +103,6 @@ impl Kernel for AdadeltaKernel {
     const NAME: &'static str = "adadelta";
     type Config = AdadeltaConfig;
     type Scalars = AdadeltaScalars;
-
-    fn validate(c: &AdadeltaConfig) -> Result<()> {
-        check::non_negative("lr", c.lr)?;
-        check::closed_unit_interval("rho", c.rho)?;
-        check::non_negative("eps", c.eps)?;
-        check::non_negative("weight_decay", c.weight_decay)
-    }
-
-    fn lr(c: &AdadeltaConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut AdadeltaConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(_: &AdadeltaConfig) -> &'static [&'static str] {
         &["square_avg", "acc_delta"]

@@ -1,64 +1,23 @@
 //! Adagrad: adaptive subgradient methods.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::{fma, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
-/// Hyperparameters of [`Adagrad`]; defaults equal PyTorch's `torch.optim.Adagrad`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdagradConfig {
-    /// Learning rate γ (default 1e-2).
-    pub lr: f64,
-    /// Learning-rate decay η (default 0): step `t` uses `γ / (1 + (t - 1) η)`.
-    pub lr_decay: f64,
-    /// L2 penalty λ added to the gradient (default 0).
-    pub weight_decay: f64,
-    /// Value τ the sum of squared gradients starts at (default 0).
-    pub initial_accumulator_value: f64,
-    /// ε added to the denominator, outside the square root (default 1e-10).
-    pub eps: f64,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-}
-
-impl Default for AdagradConfig {
-    fn default() -> Self {
-        AdagradConfig {
-            lr: 1e-2,
-            lr_decay: 0.0,
-            weight_decay: 0.0,
-            initial_accumulator_value: 0.0,
-            eps: 1e-10,
-            maximize: false,
-        }
-    }
-}
-
-impl AdagradConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets the learning-rate decay.
-        lr_decay: f64,
-        /// Sets the L2 penalty.
-        weight_decay: f64,
-        /// Sets the initial value of the sum of squared gradients.
-        initial_accumulator_value: f64,
-        /// Sets ε.
-        eps: f64,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Adagrad> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Adagrad`]; defaults equal PyTorch's `torch.optim.Adagrad`.
+    pub struct AdagradConfig for AdagradKernel {
+        /// Learning rate γ (default 1e-2).
+        lr: f64 = 1e-2 => non_negative,
+        /// Learning-rate decay η (default 0): step `t` uses `γ / (1 + (t - 1) η)`.
+        lr_decay: f64 = 0.0 => non_negative,
+        /// L2 penalty λ added to the gradient (default 0).
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Value τ the sum of squared gradients starts at (default 0).
+        initial_accumulator_value: f64 = 0.0 => non_negative,
+        /// ε added to the denominator, outside the square root (default 1e-10).
+        eps: f64 = 1e-10 => non_negative,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
     }
 }
 
@@ -143,22 +102,6 @@ impl Kernel for AdagradKernel {
     const NAME: &'static str = "adagrad";
     type Config = AdagradConfig;
     type Scalars = AdagradScalars;
-
-    fn validate(c: &AdagradConfig) -> Result<()> {
-        check::non_negative("lr", c.lr)?;
-        check::non_negative("lr_decay", c.lr_decay)?;
-        check::non_negative("weight_decay", c.weight_decay)?;
-        check::non_negative("initial_accumulator_value", c.initial_accumulator_value)?;
-        check::non_negative("eps", c.eps)
-    }
-
-    fn lr(c: &AdagradConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut AdagradConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(_: &AdagradConfig) -> &'static [&'static str] {
         &["sum"]

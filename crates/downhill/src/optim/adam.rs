@@ -1,84 +1,30 @@
 //! Adam: adaptive moment estimation.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::{fma, lerp, monomorphise, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
-/// Hyperparameters of [`Adam`]; defaults equal PyTorch's `torch.optim.Adam`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdamConfig {
-    /// Learning rate α (default 1e-3).
-    pub lr: f64,
-    /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
-    pub betas: (f64, f64),
-    /// ε added to the denominator, outside the square root (default 1e-8).
-    pub eps: f64,
-    /// Weight decay λ (default 0): an L2 penalty added to the gradient, or, with
-    /// `decoupled_weight_decay`, the decoupled decay `p ← p (1 - α λ)` of AdamW.
-    pub weight_decay: f64,
-    /// AMSGrad: divide by the running maximum of the raw second moment (default false).
-    pub amsgrad: bool,
-    /// Apply `weight_decay` as decoupled decay, making this AdamW (default false).
-    pub decoupled_weight_decay: bool,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-    /// Divide the moments by `1 - β^t` (default true). `false` reproduces the ablation of the
-    /// Adam paper §6.4 (RMSProp with momentum); PyTorch has no such switch.
-    pub bias_correction: bool,
-}
-
-impl Default for AdamConfig {
-    fn default() -> Self {
-        AdamConfig {
-            lr: 1e-3,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            weight_decay: 0.0,
-            amsgrad: false,
-            decoupled_weight_decay: false,
-            maximize: false,
-            bias_correction: true,
-        }
+crate::optimizer_config! {
+    /// Hyperparameters of [`Adam`]; defaults equal PyTorch's `torch.optim.Adam`.
+    pub struct AdamConfig for AdamKernel {
+        /// Learning rate α (default 1e-3).
+        lr: f64 = 1e-3 => non_negative,
+        /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
+        betas: (f64, f64) = (0.9, 0.999) => betas,
+        /// ε added to the denominator, outside the square root (default 1e-8).
+        eps: f64 = 1e-8 => non_negative,
+        /// Weight decay λ (default 0): an L2 penalty added to the gradient, or, with
+        /// `decoupled_weight_decay`, the decoupled decay `p ← p (1 - α λ)` of AdamW.
+        weight_decay: f64 = 0.0 => non_negative,
+        /// AMSGrad: divide by the running maximum of the raw second moment (default false).
+        amsgrad: bool = false,
+        /// Apply `weight_decay` as decoupled decay, making this AdamW (default false).
+        decoupled_weight_decay: bool = false,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
+        /// Divide the moments by `1 - β^t` (default true). `false` reproduces the ablation of the
+        /// Adam paper §6.4 (RMSProp with momentum); PyTorch has no such switch.
+        bias_correction: bool = true,
     }
-}
-
-impl AdamConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets (β1, β2).
-        betas: (f64, f64),
-        /// Sets ε.
-        eps: f64,
-        /// Sets the weight decay.
-        weight_decay: f64,
-        /// Turns AMSGrad on or off.
-        amsgrad: bool,
-        /// Applies the weight decay decoupled (AdamW).
-        decoupled_weight_decay: bool,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-        /// Turns bias correction on or off.
-        bias_correction: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Adam> {
-        Engine::new(self, params)
-    }
-}
-
-pub(crate) fn validate_adam_like(lr: f64, betas: (f64, f64), eps: f64, wd: f64) -> Result<()> {
-    check::non_negative("lr", lr)?;
-    check::betas(betas)?;
-    check::non_negative("eps", eps)?;
-    check::non_negative("weight_decay", wd)
 }
 
 /// Adam (Kingma & Ba), PyTorch-exact, with AMSGrad, L2 or decoupled weight decay, and an
@@ -329,18 +275,6 @@ impl Kernel for AdamKernel {
     const NAME: &'static str = "adam";
     type Config = AdamConfig;
     type Scalars = AdamScalars;
-
-    fn validate(c: &AdamConfig) -> Result<()> {
-        validate_adam_like(c.lr, c.betas, c.eps, c.weight_decay)
-    }
-
-    fn lr(c: &AdamConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut AdamConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(c: &AdamConfig) -> &'static [&'static str] {
         if c.amsgrad {

@@ -1,61 +1,23 @@
 //! Adamax: Adam with the infinity norm in place of the second moment.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
-/// Hyperparameters of [`Adamax`]; defaults equal PyTorch's `torch.optim.Adamax`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdamaxConfig {
-    /// Learning rate α (default 2e-3).
-    pub lr: f64,
-    /// Decay rates (β1, β2) of the first moment and of the infinity norm (default
-    /// (0.9, 0.999)).
-    pub betas: (f64, f64),
-    /// ε added to `|g|` inside the maximum (default 1e-8).
-    pub eps: f64,
-    /// L2 penalty λ added to the gradient (default 0).
-    pub weight_decay: f64,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-}
-
-impl Default for AdamaxConfig {
-    fn default() -> Self {
-        AdamaxConfig {
-            lr: 2e-3,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            weight_decay: 0.0,
-            maximize: false,
-        }
-    }
-}
-
-impl AdamaxConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets (β1, β2).
-        betas: (f64, f64),
-        /// Sets ε.
-        eps: f64,
-        /// Sets the L2 penalty.
-        weight_decay: f64,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Adamax> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Adamax`]; defaults equal PyTorch's `torch.optim.Adamax`.
+    pub struct AdamaxConfig for AdamaxKernel {
+        /// Learning rate α (default 2e-3).
+        lr: f64 = 2e-3 => non_negative,
+        /// Decay rates (β1, β2) of the first moment and of the infinity norm (default
+        /// (0.9, 0.999)).
+        betas: (f64, f64) = (0.9, 0.999) => betas,
+        /// ε added to `|g|` inside the maximum (default 1e-8).
+        eps: f64 = 1e-8 => non_negative,
+        /// L2 penalty λ added to the gradient (default 0).
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
     }
 }
 
@@ -159,21 +121,6 @@ impl Kernel for AdamaxKernel {
     const NAME: &'static str = "adamax";
     type Config = AdamaxConfig;
     type Scalars = AdamaxScalars;
-
-    fn validate(c: &AdamaxConfig) -> Result<()> {
-        check::non_negative("lr", c.lr)?;
-        check::betas(c.betas)?;
-        check::non_negative("eps", c.eps)?;
-        check::non_negative("weight_decay", c.weight_decay)
-    }
-
-    fn lr(c: &AdamaxConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut AdamaxConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(_: &AdamaxConfig) -> &'static [&'static str] {
         &["exp_avg", "exp_inf"]

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::kernel::{Bufs, Kernel, StepCtx};
 use crate::optim::adam::{
-    adam_reference, adam_scalars, adam_update, validate_adam_like, AdamScalars,
+    adam_reference, adam_scalars, adam_update, AdamScalars,
 };
 use crate::Engine;
 
@@ -30,6 +30,11 @@ pub enum DecayForm {
     Paper,
 }
 
+crate::choice_type!(DecayForm {
+    Pytorch = "pytorch",
+    Paper = "paper",
+});
+
 impl DecayForm {
     /// The factor `p` is multiplied by in a step (computed in f64, as PyTorch does).
     pub fn factor(self, ctx: &StepCtx, weight_decay: f64) -> f64 {
@@ -40,65 +45,36 @@ impl DecayForm {
     }
 }
 
-/// Hyperparameters of [`AdamW`]; defaults equal PyTorch's `torch.optim.AdamW`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AdamWConfig {
-    /// Learning rate α (default 1e-3).
-    pub lr: f64,
-    /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
-    pub betas: (f64, f64),
-    /// ε added to the denominator, outside the square root (default 1e-8).
-    pub eps: f64,
-    /// Decoupled weight decay λ (default 1e-2, PyTorch's; optax's `adamw` defaults to 1e-4).
-    /// How it is scaled depends on [`decay_form`](Self::decay_form).
-    pub weight_decay: f64,
-    /// AMSGrad: divide by the running maximum of the raw second moment (default false).
-    pub amsgrad: bool,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-    /// PyTorch's decay `1 - α λ` or the paper's `1 - η λ` (default [`DecayForm::Pytorch`]).
-    pub decay_form: DecayForm,
-}
-
-impl Default for AdamWConfig {
-    fn default() -> Self {
-        AdamWConfig {
-            lr: 1e-3,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            weight_decay: 1e-2,
-            amsgrad: false,
-            maximize: false,
-            decay_form: DecayForm::Pytorch,
+crate::optimizer_config! {
+    /// Hyperparameters of [`AdamW`]; defaults equal PyTorch's `torch.optim.AdamW`.
+    pub struct AdamWConfig for AdamWKernel {
+        /// Learning rate α (default 1e-3).
+        lr: f64 = 1e-3 => non_negative,
+        /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
+        betas: (f64, f64) = (0.9, 0.999) => betas,
+        /// ε added to the denominator, outside the square root (default 1e-8).
+        eps: f64 = 1e-8 => non_negative,
+        /// Decoupled weight decay λ (default 1e-2, PyTorch's; optax's `adamw` defaults to 1e-4).
+        /// How it is scaled depends on [`decay_form`](Self::decay_form).
+        weight_decay: f64 = 1e-2 => non_negative,
+        /// AMSGrad: divide by the running maximum of the raw second moment (default false).
+        amsgrad: bool = false,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
+        /// PyTorch's decay `1 - α λ` or the paper's `1 - η λ` (default [`DecayForm::Pytorch`]).
+        decay_form: DecayForm = DecayForm::Pytorch,
+    }
+    validate(c) {
+        if c.decay_form == DecayForm::Paper && c.weight_decay > 1.0 {
+            return Err(Error::config(
+                "weight_decay",
+                format!(
+                    "weight_decay must be <= 1 with decay_form = paper (the factor 1 - weight_decay \
+                     would be negative), got {}",
+                    c.weight_decay
+                ),
+            ));
         }
-    }
-}
-
-impl AdamWConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets (β1, β2).
-        betas: (f64, f64),
-        /// Sets ε.
-        eps: f64,
-        /// Sets the decoupled weight decay.
-        weight_decay: f64,
-        /// Turns AMSGrad on or off.
-        amsgrad: bool,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-        /// Chooses PyTorch's or the paper's decay form.
-        decay_form: DecayForm,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<AdamW> {
-        Engine::new(self, params)
     }
 }
 
@@ -195,29 +171,6 @@ impl Kernel for AdamWKernel {
     const NAME: &'static str = "adamw";
     type Config = AdamWConfig;
     type Scalars = AdamScalars;
-
-    fn validate(c: &AdamWConfig) -> Result<()> {
-        validate_adam_like(c.lr, c.betas, c.eps, c.weight_decay)?;
-        if c.decay_form == DecayForm::Paper && c.weight_decay > 1.0 {
-            return Err(Error::config(
-                "weight_decay",
-                format!(
-                    "weight_decay must be <= 1 with decay_form = paper (the factor 1 - weight_decay \
-                     would be negative), got {}",
-                    c.weight_decay
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn lr(c: &AdamWConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut AdamWConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(c: &AdamWConfig) -> &'static [&'static str] {
         if c.amsgrad {

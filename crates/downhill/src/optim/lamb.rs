@@ -1,70 +1,29 @@
 //! LAMB: layer-wise adaptive moments for large-batch training; follows optax `lamb`.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::reduce::{ref_norm, trust_ratio, xla_sum_sq, SUB};
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
 use crate::Engine;
 
-/// Hyperparameters of [`Lamb`]; defaults equal optax's `lamb` (which has no default learning
-/// rate; 1e-3 is Adam's).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LambConfig {
-    /// Learning rate α (default 1e-3).
-    pub lr: f64,
-    /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
-    pub betas: (f64, f64),
-    /// ε added to the denominator outside the square root (default 1e-6, optax's and the
-    /// paper's; Adam's is 1e-8).
-    pub eps: f64,
-    /// ε added to the second moment inside the square root (default 0).
-    pub eps_root: f64,
-    /// Decoupled weight decay λ, added to the Adam direction before the trust ratio (default
-    /// 0). A group with `weight_decay = 0` plays the role of optax's `mask`.
-    pub weight_decay: f64,
-    /// Whether the trust ratio scales this group's updates (default true, as optax applies it
-    /// to every tensor). `false` turns the group into Adam with decoupled decay
-    /// `p ← p - α (r + λ p)`, a common treatment of biases and normalisation parameters.
-    pub trust_ratio: bool,
-}
-
-impl Default for LambConfig {
-    fn default() -> Self {
-        LambConfig {
-            lr: 1e-3,
-            betas: (0.9, 0.999),
-            eps: 1e-6,
-            eps_root: 0.0,
-            weight_decay: 0.0,
-            trust_ratio: true,
-        }
-    }
-}
-
-impl LambConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets (β1, β2).
-        betas: (f64, f64),
-        /// Sets ε.
-        eps: f64,
-        /// Sets ε inside the square root.
-        eps_root: f64,
-        /// Sets the decoupled weight decay.
-        weight_decay: f64,
-        /// Applies the trust ratio to this group or not.
-        trust_ratio: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Lamb> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Lamb`]; defaults equal optax's `lamb` (which has no default learning
+    /// rate; 1e-3 is Adam's).
+    pub struct LambConfig for LambKernel {
+        /// Learning rate α (default 1e-3).
+        lr: f64 = 1e-3 => non_negative,
+        /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
+        betas: (f64, f64) = (0.9, 0.999) => betas,
+        /// ε added to the denominator outside the square root (default 1e-6, optax's and the
+        /// paper's; Adam's is 1e-8).
+        eps: f64 = 1e-6 => non_negative,
+        /// ε added to the second moment inside the square root (default 0).
+        eps_root: f64 = 0.0 => non_negative,
+        /// Decoupled weight decay λ, added to the Adam direction before the trust ratio (default
+        /// 0). A group with `weight_decay = 0` plays the role of optax's `mask`.
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Whether the trust ratio scales this group's updates (default true, as optax applies it
+        /// to every tensor). `false` turns the group into Adam with decoupled decay
+        /// `p ← p - α (r + λ p)`, a common treatment of biases and normalisation parameters.
+        trust_ratio: bool = true,
     }
 }
 
@@ -287,22 +246,6 @@ impl Kernel for LambKernel {
     const TWO_PASS: bool = true;
     type Config = LambConfig;
     type Scalars = LambScalars;
-
-    fn validate(c: &LambConfig) -> Result<()> {
-        check::non_negative("lr", c.lr)?;
-        check::betas(c.betas)?;
-        check::non_negative("eps", c.eps)?;
-        check::non_negative("eps_root", c.eps_root)?;
-        check::non_negative("weight_decay", c.weight_decay)
-    }
-
-    fn lr(c: &LambConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut LambConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(_: &LambConfig) -> &'static [&'static str] {
         &["exp_avg", "exp_avg_sq"]

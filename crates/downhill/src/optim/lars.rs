@@ -3,77 +3,33 @@
 //! Also home of the pieces LARS shares with LAMB: optax's trust ratio and the plain f64 norm
 //! used by the reference implementations.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::reduce::{block_sums, ref_norm, trust_ratio, xla_sum_sq, SUB};
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
 use crate::Engine;
 
-/// Hyperparameters of [`Lars`]; defaults equal optax's `lars` (which has no default learning
-/// rate: see [`lr`](Self::lr)).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LarsConfig {
-    /// Global learning rate γ (default 1.0, as timm's `Lars`; optax has no default). With the
-    /// trust ratio, a layer moves by about `γ · trust_coefficient · ||p||` per step, so the
-    /// paper's global rates are of order 1 to 10 (with warm-up and polynomial decay).
-    pub lr: f64,
-    /// Weight decay β added to the gradient before the trust ratio (default 0). A group with
-    /// `weight_decay = 0` plays the role of optax's `weight_decay_mask`.
-    pub weight_decay: f64,
-    /// Trust coefficient η multiplying the trust ratio (default 0.001).
-    pub trust_coefficient: f64,
-    /// ε added to the update norm in the trust ratio's denominator (default 0).
-    pub eps: f64,
-    /// Whether the trust ratio scales this group's updates (default true). `false` is optax's
-    /// `trust_ratio_mask` for these parameters: exclude biases and BatchNorm parameters with a
-    /// group `{weight_decay: 0, trust_ratio: false}`.
-    pub trust_ratio: bool,
-    /// Momentum μ of the trace (default 0.9).
-    pub momentum: f64,
-    /// Nesterov momentum (default false).
-    pub nesterov: bool,
-}
-
-impl Default for LarsConfig {
-    fn default() -> Self {
-        LarsConfig {
-            lr: 1.0,
-            weight_decay: 0.0,
-            trust_coefficient: 0.001,
-            eps: 0.0,
-            trust_ratio: true,
-            momentum: 0.9,
-            nesterov: false,
-        }
-    }
-}
-
-impl LarsConfig {
-    crate::builder_methods! {
-        /// Sets the global learning rate.
-        lr: f64,
-        /// Sets the weight decay.
-        weight_decay: f64,
-        /// Sets the trust coefficient η.
-        trust_coefficient: f64,
-        /// Sets ε of the trust ratio.
-        eps: f64,
-        /// Applies the trust ratio to this group or not.
-        trust_ratio: bool,
-        /// Sets the momentum.
-        momentum: f64,
-        /// Turns Nesterov momentum on or off.
-        nesterov: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Lars> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Lars`]; defaults equal optax's `lars` (which has no default learning
+    /// rate: see [`lr`](Self::lr)).
+    pub struct LarsConfig for LarsKernel {
+        /// Global learning rate γ (default 1.0, as timm's `Lars`; optax has no default). With the
+        /// trust ratio, a layer moves by about `γ · trust_coefficient · ||p||` per step, so the
+        /// paper's global rates are of order 1 to 10 (with warm-up and polynomial decay).
+        lr: f64 = 1.0 => non_negative,
+        /// Weight decay β added to the gradient before the trust ratio (default 0). A group with
+        /// `weight_decay = 0` plays the role of optax's `weight_decay_mask`.
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Trust coefficient η multiplying the trust ratio (default 0.001).
+        trust_coefficient: f64 = 0.001 => non_negative,
+        /// ε added to the update norm in the trust ratio's denominator (default 0).
+        eps: f64 = 0.0 => non_negative,
+        /// Whether the trust ratio scales this group's updates (default true). `false` is optax's
+        /// `trust_ratio_mask` for these parameters: exclude biases and BatchNorm parameters with a
+        /// group `{weight_decay: 0, trust_ratio: false}`.
+        trust_ratio: bool = true,
+        /// Momentum μ of the trace (default 0.9).
+        momentum: f64 = 0.9 => unit_interval,
+        /// Nesterov momentum (default false).
+        nesterov: bool = false,
     }
 }
 
@@ -219,22 +175,6 @@ impl Kernel for LarsKernel {
     const TWO_PASS: bool = true;
     type Config = LarsConfig;
     type Scalars = LarsScalars;
-
-    fn validate(c: &LarsConfig) -> Result<()> {
-        check::non_negative("lr", c.lr)?;
-        check::non_negative("weight_decay", c.weight_decay)?;
-        check::non_negative("trust_coefficient", c.trust_coefficient)?;
-        check::non_negative("eps", c.eps)?;
-        check::unit_interval("momentum", c.momentum)
-    }
-
-    fn lr(c: &LarsConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut LarsConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(_: &LarsConfig) -> &'static [&'static str] {
         &["momentum_buffer"]

@@ -1,52 +1,20 @@
 //! Lion: "EvoLved Sign Momentum", an optimizer found by program search; follows optax `lion`.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::{Bufs, Kernel, StepCtx};
 use crate::Engine;
 
-/// Hyperparameters of [`Lion`]; defaults follow the paper (and optax, except `weight_decay`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LionConfig {
-    /// Learning rate α (default 1e-4: Lion wants a learning rate 3-10x smaller than AdamW's).
-    pub lr: f64,
-    /// (β1, β2) (default (0.9, 0.99)): β1 interpolates the momentum and the gradient for the
-    /// update; β2 is the decay rate of the momentum kept as state.
-    pub betas: (f64, f64),
-    /// Decoupled weight decay λ, multiplied by the learning rate (default 0, as in the paper's
-    /// reference code; optax's `lion` defaults to 1e-3). A group with `weight_decay = 0` plays
-    /// the role of optax's `mask`.
-    pub weight_decay: f64,
-}
-
-impl Default for LionConfig {
-    fn default() -> Self {
-        LionConfig {
-            lr: 1e-4,
-            betas: (0.9, 0.99),
-            weight_decay: 0.0,
-        }
-    }
-}
-
-impl LionConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets (β1, β2).
-        betas: (f64, f64),
-        /// Sets the decoupled weight decay.
-        weight_decay: f64,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Lion> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Lion`]; defaults follow the paper (and optax, except `weight_decay`).
+    pub struct LionConfig for LionKernel {
+        /// Learning rate α (default 1e-4: Lion wants a learning rate 3-10x smaller than AdamW's).
+        lr: f64 = 1e-4 => non_negative,
+        /// (β1, β2) (default (0.9, 0.99)): β1 interpolates the momentum and the gradient for the
+        /// update; β2 is the decay rate of the momentum kept as state.
+        betas: (f64, f64) = (0.9, 0.99) => betas,
+        /// Decoupled weight decay λ, multiplied by the learning rate (default 0, as in the paper's
+        /// reference code; optax's `lion` defaults to 1e-3). A group with `weight_decay = 0` plays
+        /// the role of optax's `mask`.
+        weight_decay: f64 = 0.0 => non_negative,
     }
 }
 
@@ -146,20 +114,6 @@ impl Kernel for LionKernel {
     const NAME: &'static str = "lion";
     type Config = LionConfig;
     type Scalars = LionScalars;
-
-    fn validate(c: &LionConfig) -> Result<()> {
-        check::non_negative("lr", c.lr)?;
-        check::betas(c.betas)?;
-        check::non_negative("weight_decay", c.weight_decay)
-    }
-
-    fn lr(c: &LionConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut LionConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(_: &LionConfig) -> &'static [&'static str] {
         &["exp_avg"]

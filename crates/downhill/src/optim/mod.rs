@@ -1,14 +1,71 @@
-//! The optimizers, one file each.
+//! The optimizers, one file each, and the registry: the one list from which everything that
+//! enumerates optimizers or hyperparameter names is generated (see [`crate::registry`]).
+//!
+//! To add an element-wise optimizer: write its file (config with `optimizer_config!`, kernel,
+//! reference, doc comment, unit tests), add one line under `optimizers` below (and a line
+//! under `hyperparameters` for each hyperparameter name that is new), then its golden cases
+//! in `scripts/gen_golden.py` and a row in the README's table. docs/ARCHITECTURE.md has the
+//! whole list.
 
-pub mod adadelta;
-pub mod adagrad;
-pub mod adam;
-pub mod adamax;
-pub mod adamw;
-pub mod lamb;
-pub mod lars;
-pub mod lion;
-pub mod nadam;
-pub mod radam;
-pub mod rmsprop;
-pub mod sgd;
+use crate::optim::adamw::DecayForm;
+
+crate::registry::registry! {
+    optimizers {
+        sgd::Sgd(SgdConfig) = "sgd", "SGD";
+        adagrad::Adagrad(AdagradConfig) = "adagrad", "AdaGrad";
+        rmsprop::Rmsprop(RmspropConfig) = "rmsprop", "RMSProp";
+        adam::Adam(AdamConfig) = "adam", "Adam";
+        adamw::AdamW(AdamWConfig) = "adamw", "AdamW";
+        adamax::Adamax(AdamaxConfig) = "adamax", "Adamax";
+        nadam::Nadam(NadamConfig) = "nadam", "NAdam";
+        radam::Radam(RadamConfig) = "radam", "RAdam";
+        adadelta::Adadelta(AdadeltaConfig) = "adadelta", "Adadelta";
+        lamb::Lamb(LambConfig) = "lamb", "LAMB";
+        lars::Lars(LarsConfig) = "lars", "LARS";
+        lion::Lion(LionConfig) = "lion", "Lion";
+    }
+    hyperparameters {
+        /// Learning rate.
+        lr: f64;
+        /// Momentum factor.
+        momentum: f64;
+        /// Dampening for momentum.
+        dampening: f64;
+        /// Use Nesterov momentum.
+        nesterov: bool;
+        /// Weight decay: coupled L2 or decoupled, as the optimizer defines it.
+        weight_decay: f64;
+        /// Term added to the denominator for numerical stability.
+        eps: f64;
+        /// Smoothing constant of the squared-gradient average.
+        alpha: f64;
+        /// Learning-rate decay.
+        lr_decay: f64;
+        /// Initial value of the squared-gradient accumulator.
+        initial_accumulator_value: f64;
+        /// Momentum decay.
+        momentum_decay: f64;
+        /// Running-average coefficient.
+        rho: f64;
+        /// Trust coefficient of the layer-wise trust ratio.
+        trust_coefficient: f64;
+        /// Constant added inside the square root.
+        eps_root: f64;
+        /// Moment decay rates (beta1, beta2).
+        betas: (f64, f64);
+        /// Use the AMSGrad variant.
+        amsgrad: bool;
+        /// Normalise by the centred second moment.
+        centered: bool;
+        /// Maximise the objective instead of minimising it.
+        maximize: bool;
+        /// Apply the weight decay decoupled from the gradient.
+        decoupled_weight_decay: bool;
+        /// Adam-style bias correction of the moments.
+        bias_correction: bool, negated;
+        /// Decoupled decay form: pytorch (p *= 1 - lr*wd) or paper (p *= 1 - wd, scaled by the schedule).
+        decay_form: DecayForm;
+        /// Scale updates by the layer-wise trust ratio.
+        trust_ratio: bool, negated;
+    }
+}

@@ -1,72 +1,28 @@
 //! NAdam: Adam with Nesterov momentum (Dozat's momentum schedule).
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
-use crate::optim::adam::{validate_adam_like, Moments};
+use crate::optim::adam::Moments;
 use crate::Engine;
 
-/// Hyperparameters of [`Nadam`]; defaults equal PyTorch's `torch.optim.NAdam`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NadamConfig {
-    /// Learning rate γ (default 2e-3).
-    pub lr: f64,
-    /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
-    pub betas: (f64, f64),
-    /// ε added to the denominator, outside the square root (default 1e-8).
-    pub eps: f64,
-    /// Weight decay λ (default 0): an L2 penalty added to the gradient, or, with
-    /// `decoupled_weight_decay`, the decoupled decay `p ← p (1 - γ λ)` (NAdamW).
-    pub weight_decay: f64,
-    /// Momentum decay ψ of the schedule `μ_t = β1 (1 - ½ 0.96^(t ψ))` (default 4e-3).
-    pub momentum_decay: f64,
-    /// Apply `weight_decay` as decoupled decay, as AdamW does (default false).
-    pub decoupled_weight_decay: bool,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-}
-
-impl Default for NadamConfig {
-    fn default() -> Self {
-        NadamConfig {
-            lr: 2e-3,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            weight_decay: 0.0,
-            momentum_decay: 4e-3,
-            decoupled_weight_decay: false,
-            maximize: false,
-        }
-    }
-}
-
-impl NadamConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets (β1, β2).
-        betas: (f64, f64),
-        /// Sets ε.
-        eps: f64,
-        /// Sets the weight decay.
-        weight_decay: f64,
-        /// Sets the momentum decay ψ.
-        momentum_decay: f64,
-        /// Applies the weight decay decoupled (NAdamW).
-        decoupled_weight_decay: bool,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Nadam> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Nadam`]; defaults equal PyTorch's `torch.optim.NAdam`.
+    pub struct NadamConfig for NadamKernel {
+        /// Learning rate γ (default 2e-3).
+        lr: f64 = 2e-3 => non_negative,
+        /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
+        betas: (f64, f64) = (0.9, 0.999) => betas,
+        /// ε added to the denominator, outside the square root (default 1e-8).
+        eps: f64 = 1e-8 => non_negative,
+        /// Weight decay λ (default 0): an L2 penalty added to the gradient, or, with
+        /// `decoupled_weight_decay`, the decoupled decay `p ← p (1 - γ λ)` (NAdamW).
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Momentum decay ψ of the schedule `μ_t = β1 (1 - ½ 0.96^(t ψ))` (default 4e-3).
+        momentum_decay: f64 = 4e-3 => non_negative,
+        /// Apply `weight_decay` as decoupled decay, as AdamW does (default false).
+        decoupled_weight_decay: bool = false,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
     }
 }
 
@@ -184,19 +140,6 @@ impl Kernel for NadamKernel {
     const NAME: &'static str = "nadam";
     type Config = NadamConfig;
     type Scalars = NadamScalars;
-
-    fn validate(c: &NadamConfig) -> Result<()> {
-        validate_adam_like(c.lr, c.betas, c.eps, c.weight_decay)?;
-        check::non_negative("momentum_decay", c.momentum_decay)
-    }
-
-    fn lr(c: &NadamConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut NadamConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(_: &NadamConfig) -> &'static [&'static str] {
         &["exp_avg", "exp_avg_sq"]

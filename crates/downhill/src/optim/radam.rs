@@ -1,67 +1,26 @@
 //! RAdam: rectified Adam.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::Result;
 use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
-use crate::optim::adam::{validate_adam_like, Moments};
+use crate::optim::adam::Moments;
 use crate::Engine;
 
-/// Hyperparameters of [`Radam`]; defaults equal PyTorch's `torch.optim.RAdam`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RadamConfig {
-    /// Learning rate γ (default 1e-3).
-    pub lr: f64,
-    /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
-    pub betas: (f64, f64),
-    /// ε added to `√v`, before the bias correction (default 1e-8).
-    pub eps: f64,
-    /// Weight decay λ (default 0): an L2 penalty added to the gradient, or, with
-    /// `decoupled_weight_decay`, the decoupled decay `p ← p (1 - γ λ)` (RAdamW).
-    pub weight_decay: f64,
-    /// Apply `weight_decay` as decoupled decay, as AdamW does (default false).
-    pub decoupled_weight_decay: bool,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-}
-
-impl Default for RadamConfig {
-    fn default() -> Self {
-        RadamConfig {
-            lr: 1e-3,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decoupled_weight_decay: false,
-            maximize: false,
-        }
-    }
-}
-
-impl RadamConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets (β1, β2).
-        betas: (f64, f64),
-        /// Sets ε.
-        eps: f64,
-        /// Sets the weight decay.
-        weight_decay: f64,
-        /// Applies the weight decay decoupled (RAdamW).
-        decoupled_weight_decay: bool,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Radam> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Radam`]; defaults equal PyTorch's `torch.optim.RAdam`.
+    pub struct RadamConfig for RadamKernel {
+        /// Learning rate γ (default 1e-3).
+        lr: f64 = 1e-3 => non_negative,
+        /// Decay rates (β1, β2) of the first and second moments (default (0.9, 0.999)).
+        betas: (f64, f64) = (0.9, 0.999) => betas,
+        /// ε added to `√v`, before the bias correction (default 1e-8).
+        eps: f64 = 1e-8 => non_negative,
+        /// Weight decay λ (default 0): an L2 penalty added to the gradient, or, with
+        /// `decoupled_weight_decay`, the decoupled decay `p ← p (1 - γ λ)` (RAdamW).
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Apply `weight_decay` as decoupled decay, as AdamW does (default false).
+        decoupled_weight_decay: bool = false,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
     }
 }
 
@@ -195,18 +154,6 @@ impl Kernel for RadamKernel {
     const NAME: &'static str = "radam";
     type Config = RadamConfig;
     type Scalars = RadamScalars;
-
-    fn validate(c: &RadamConfig) -> Result<()> {
-        validate_adam_like(c.lr, c.betas, c.eps, c.weight_decay)
-    }
-
-    fn lr(c: &RadamConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut RadamConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(_: &RadamConfig) -> &'static [&'static str] {
         &["exp_avg", "exp_avg_sq"]

@@ -1,71 +1,27 @@
 //! RMSprop: divide the gradient by a running root mean square of recent gradients.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Result};
 use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
-/// Hyperparameters of [`Rmsprop`]; defaults equal PyTorch's `torch.optim.RMSprop`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RmspropConfig {
-    /// Learning rate γ (default 1e-2).
-    pub lr: f64,
-    /// Smoothing constant α of the running average of squared gradients (default 0.99).
-    pub alpha: f64,
-    /// ε added to the denominator, outside the square root (default 1e-8).
-    pub eps: f64,
-    /// L2 penalty λ added to the gradient (default 0).
-    pub weight_decay: f64,
-    /// Momentum factor μ (default 0: no momentum buffer).
-    pub momentum: f64,
-    /// Divide by an estimate of the gradient's variance instead of its raw second moment
-    /// (default false).
-    pub centered: bool,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-}
-
-impl Default for RmspropConfig {
-    fn default() -> Self {
-        RmspropConfig {
-            lr: 1e-2,
-            alpha: 0.99,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            momentum: 0.0,
-            centered: false,
-            maximize: false,
-        }
-    }
-}
-
-impl RmspropConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets the smoothing constant α.
-        alpha: f64,
-        /// Sets ε.
-        eps: f64,
-        /// Sets the L2 penalty.
-        weight_decay: f64,
-        /// Sets the momentum factor.
-        momentum: f64,
-        /// Turns the centered variant on or off.
-        centered: bool,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Rmsprop> {
-        Engine::new(self, params)
+crate::optimizer_config! {
+    /// Hyperparameters of [`Rmsprop`]; defaults equal PyTorch's `torch.optim.RMSprop`.
+    pub struct RmspropConfig for RmspropKernel {
+        /// Learning rate γ (default 1e-2).
+        lr: f64 = 1e-2 => non_negative,
+        /// Smoothing constant α of the running average of squared gradients (default 0.99).
+        alpha: f64 = 0.99 => unit_interval,
+        /// ε added to the denominator, outside the square root (default 1e-8).
+        eps: f64 = 1e-8 => non_negative,
+        /// L2 penalty λ added to the gradient (default 0).
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Momentum factor μ (default 0: no momentum buffer).
+        momentum: f64 = 0.0 => non_negative,
+        /// Divide by an estimate of the gradient's variance instead of its raw second moment
+        /// (default false).
+        centered: bool = false,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
     }
 }
 
@@ -190,22 +146,6 @@ impl Kernel for RmspropKernel {
     const NAME: &'static str = "rmsprop";
     type Config = RmspropConfig;
     type Scalars = RmspropScalars;
-
-    fn validate(c: &RmspropConfig) -> Result<()> {
-        check::non_negative("lr", c.lr)?;
-        check::unit_interval("alpha", c.alpha)?;
-        check::non_negative("eps", c.eps)?;
-        check::non_negative("weight_decay", c.weight_decay)?;
-        check::non_negative("momentum", c.momentum)
-    }
-
-    fn lr(c: &RmspropConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut RmspropConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(c: &RmspropConfig) -> &'static [&'static str] {
         match (c.momentum > 0.0, c.centered) {

@@ -1,65 +1,37 @@
 //! Stochastic gradient descent, with optional (Nesterov) momentum: "mini-batch SGD" and
 //! "Momentum" in the textbooks.
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::{check, Error, Result};
+use crate::error::Error;
 use crate::kernel::{fma, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
-/// Hyperparameters of [`Sgd`]; defaults equal PyTorch's `torch.optim.SGD`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SgdConfig {
-    /// Learning rate γ (default 1e-3).
-    pub lr: f64,
-    /// Momentum factor μ (default 0: plain mini-batch SGD).
-    pub momentum: f64,
-    /// Dampening τ of the momentum (default 0).
-    pub dampening: f64,
-    /// Nesterov momentum (default false; needs momentum > 0 and dampening 0).
-    pub nesterov: bool,
-    /// L2 penalty λ added to the gradient (default 0).
-    pub weight_decay: f64,
-    /// Maximize the objective instead of minimizing it (default false).
-    pub maximize: bool,
-}
-
-impl Default for SgdConfig {
-    fn default() -> Self {
-        SgdConfig {
-            lr: 1e-3,
-            momentum: 0.0,
-            dampening: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-            maximize: false,
+crate::optimizer_config! {
+    /// Hyperparameters of [`Sgd`]; defaults equal PyTorch's `torch.optim.SGD`.
+    pub struct SgdConfig for SgdKernel {
+        /// Learning rate γ (default 1e-3).
+        lr: f64 = 1e-3 => non_negative,
+        /// Momentum factor μ (default 0: plain mini-batch SGD).
+        momentum: f64 = 0.0 => non_negative,
+        /// Dampening τ of the momentum (default 0).
+        dampening: f64 = 0.0 => non_negative,
+        /// Nesterov momentum (default false; needs momentum > 0 and dampening 0).
+        nesterov: bool = false,
+        /// L2 penalty λ added to the gradient (default 0).
+        weight_decay: f64 = 0.0 => non_negative,
+        /// Maximize the objective instead of minimizing it (default false).
+        maximize: bool = false,
+    }
+    validate(c) {
+        if c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0) {
+            return Err(Error::config(
+                "nesterov",
+                format!(
+                    "nesterov momentum requires momentum > 0 and dampening = 0, got momentum {} \
+                     and dampening {}",
+                    c.momentum, c.dampening
+                ),
+            ));
         }
-    }
-}
-
-impl SgdConfig {
-    crate::builder_methods! {
-        /// Sets the learning rate.
-        lr: f64,
-        /// Sets the momentum factor.
-        momentum: f64,
-        /// Sets the dampening.
-        dampening: f64,
-        /// Turns Nesterov momentum on or off.
-        nesterov: bool,
-        /// Sets the L2 penalty.
-        weight_decay: f64,
-        /// Maximizes instead of minimizing.
-        maximize: bool,
-    }
-
-    /// Validates the config and registers `params` as the first group.
-    pub fn build<P: Into<crate::ParamSpec>>(
-        self,
-        params: impl IntoIterator<Item = P>,
-    ) -> Result<Sgd> {
-        Engine::new(self, params)
     }
 }
 
@@ -157,32 +129,6 @@ impl Kernel for SgdKernel {
     const NAME: &'static str = "sgd";
     type Config = SgdConfig;
     type Scalars = SgdScalars;
-
-    fn validate(c: &SgdConfig) -> Result<()> {
-        check::non_negative("lr", c.lr)?;
-        check::non_negative("momentum", c.momentum)?;
-        check::non_negative("dampening", c.dampening)?;
-        check::non_negative("weight_decay", c.weight_decay)?;
-        if c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0) {
-            return Err(Error::config(
-                "nesterov",
-                format!(
-                    "nesterov momentum requires momentum > 0 and dampening = 0, got momentum {} \
-                     and dampening {}",
-                    c.momentum, c.dampening
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn lr(c: &SgdConfig) -> f64 {
-        c.lr
-    }
-
-    fn set_lr(c: &mut SgdConfig, lr: f64) {
-        c.lr = lr;
-    }
 
     fn buffers(c: &SgdConfig) -> &'static [&'static str] {
         if c.momentum != 0.0 {

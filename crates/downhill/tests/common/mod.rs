@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use downhill::{Hyperparams, OptimizerConfig};
+use downhill::{DecayForm, Hyperparams, OptimizerConfig};
 
 fn h() -> Hyperparams {
     Hyperparams::default()
@@ -73,13 +73,15 @@ pub fn cases() -> Vec<(String, OptimizerConfig)> {
                         );
                     }
                 }
-                for form in ["pytorch", "paper"] {
+                for (form, decay_form) in
+                    [("pytorch", DecayForm::Pytorch), ("paper", DecayForm::Paper)]
+                {
                     push(
                         "adamw",
                         format!("adamw amsgrad={ams} form={form} wd={wd} max={max}"),
                         Hyperparams {
                             amsgrad: Some(ams),
-                            decay_form: Some(form.to_string()),
+                            decay_form: Some(decay_form),
                             ..base.clone()
                         },
                     );
