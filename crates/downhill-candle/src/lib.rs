@@ -101,22 +101,21 @@
 //! produce for some ops) is made contiguous first: the only case in which `step` copies.
 #![warn(missing_docs)]
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Storage, Tensor, Var};
+use candle_core::{CpuStorage, Storage, Tensor, Var};
 use downhill::accumulate::GradAccumulator;
 use downhill::schedule::{ArgError, Schedule};
-use downhill::{NonFinitePolicy, Optimizer, OptimizerConfig, ParamSpec};
+use downhill::{NonFinitePolicy, Optimizer, OptimizerConfig, Param, ParamSpec};
 
 mod error;
 mod inplace;
 
 pub use error::{Error, ErrorKind, Result};
-use inplace::{storage_addr, GradSource, StepCtx};
+use inplace::{GradSource, VarStorages};
 
 /// Key of the adapter's own state (step counter, learning-rate multiplier) among the
 /// checkpoint's extra state.
@@ -128,8 +127,8 @@ pub const ADAPTER_STATE_KEY: &str = "downhill_candle";
 pub struct CandleOptimizer {
     optimizer: Box<dyn Optimizer>,
     vars: Vec<(String, Var)>,
-    /// Addresses of the vars' storages, sorted, to reject gradients aliasing a var.
-    var_storages: Vec<usize>,
+    /// The vars' storages, to reject gradients aliasing a var.
+    var_storages: VarStorages,
     clip: ClipState,
     /// Learning rates of the groups when the adapter was built.
     base_lrs: Vec<f64>,
@@ -291,8 +290,13 @@ impl CandleOptimizer {
     /// building an optimizer yourself (for example with several parameter groups) and passing it
     /// to [`CandleOptimizer::with_optimizer`].
     pub fn param_specs(vars: &[(String, Var)]) -> Result<Vec<ParamSpec>> {
+        Self::check_vars(vars).map(|(specs, _)| specs)
+    }
+
+    /// [`CandleOptimizer::param_specs`], and the vars' storages.
+    fn check_vars(vars: &[(String, Var)]) -> Result<(Vec<ParamSpec>, VarStorages)> {
         let mut names = HashSet::with_capacity(vars.len());
-        let mut storages = HashSet::with_capacity(vars.len());
+        let mut storages = VarStorages::with_capacity(vars.len());
         for (name, var) in vars {
             if !names.insert(name.as_str()) {
                 return Err(Error::new(
@@ -300,50 +304,19 @@ impl CandleOptimizer {
                     format!("two vars are named {name:?}"),
                 ));
             }
-            if var.dtype() != DType::F32 {
-                return Err(Error::new(
-                    ErrorKind::DType,
-                    format!("var {name:?} has dtype {:?}, expected f32", var.dtype()),
-                ));
-            }
-            if !var.device().is_cpu() {
-                return Err(Error::new(
-                    ErrorKind::Device,
-                    format!(
-                        "var {name:?} is on {:?}, only the CPU is supported",
-                        var.device().location()
-                    ),
-                ));
-            }
-            if !var.is_contiguous() {
-                return Err(Error::new(
-                    ErrorKind::Layout,
-                    format!(
-                        "var {name:?} (shape {:?}, stride {:?}) is not contiguous",
-                        var.dims(),
-                        var.stride()
-                    ),
-                ));
-            }
-            if !storages.insert(storage_addr(var)) {
-                return Err(Error::new(
-                    ErrorKind::AliasedStorage,
-                    format!("var {name:?} shares its storage with another var"),
-                ));
-            }
+            storages.insert(name, var)?;
         }
-        Ok(vars
+        let specs = vars
             .iter()
             .map(|(name, var)| ParamSpec::new(name.clone(), var.elem_count()))
-            .collect())
+            .collect();
+        Ok((specs, storages))
     }
 
     /// Drive `vars` with an optimizer built elsewhere (its parameter names must be the vars'
     /// names; see [`CandleOptimizer::param_specs`]).
     pub fn with_optimizer(vars: Vec<(String, Var)>, optimizer: Box<dyn Optimizer>) -> Result<Self> {
-        Self::param_specs(&vars)?;
-        let mut var_storages: Vec<usize> = vars.iter().map(|(_, v)| storage_addr(v)).collect();
-        var_storages.sort_unstable();
+        let (_, var_storages) = Self::check_vars(&vars)?;
         let base_lrs = (0..optimizer.num_groups())
             .map(|g| optimizer.lr(g))
             .collect();
@@ -510,7 +483,7 @@ impl CandleOptimizer {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            self.check_grad(name, var, grad)?;
+            self.var_storages.check_grad(name, var, grad)?;
             let grad = if grad.is_contiguous() {
                 grad.clone()
             } else {
@@ -565,24 +538,34 @@ impl CandleOptimizer {
         self.run_step(GradSource::Slices(grads))
     }
 
+    /// Apply the learning rates, lock every var and step; the gradients are checked (again, by
+    /// [`inplace::with_locked`]) before any lock is taken. Callers check them before too, so
+    /// that a rejected step leaves the learning rates as they were.
     fn run_step(&mut self, source: GradSource<'_>) -> Result<()> {
         self.apply_lr()?;
-        let ctx = StepCtx {
-            vars: &self.vars,
-            source,
-            optimizer: RefCell::new(self.optimizer.as_mut()),
-            clip: RefCell::new(&mut self.clip),
-            raw: RefCell::new(Vec::with_capacity(self.vars.len())),
-            error: RefCell::new(None),
-        };
-        let result = match ctx.descend(0) {
-            Ok(()) => Ok(()),
-            Err(candle_err) => Err(ctx.error.take().unwrap_or_else(|| candle_err.into())),
-        };
-        if result.is_ok() {
-            self.steps += 1;
-        }
-        result
+        let optimizer = self.optimizer.as_mut();
+        let clip = &mut self.clip;
+        inplace::with_locked(&self.vars, source, |params| {
+            if clip.clip.is_none() {
+                return Ok(optimizer.step(params)?);
+            }
+            // Clip copies of the gradients (the originals are never modified), then step on
+            // the copies.
+            let given: Vec<Option<&[f32]>> = params.iter().map(|p| p.grad).collect();
+            let clipped = clip.clip(&given)?;
+            let mut clipped_params: Vec<Param<'_>> = params
+                .iter_mut()
+                .zip(clipped)
+                .map(|(p, grad)| Param {
+                    name: p.name,
+                    value: &mut *p.value,
+                    grad,
+                })
+                .collect();
+            Ok(optimizer.step(&mut clipped_params)?)
+        })?;
+        self.steps += 1;
+        Ok(())
     }
 
     /// One optimizer step over all vars, with the gradients in `grads`. Vars without a
@@ -590,53 +573,13 @@ impl CandleOptimizer {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         let mut owned: Vec<Option<Tensor>> = Vec::with_capacity(self.vars.len());
         for (name, var) in &self.vars {
-            let Some(grad) = grads.get(var.as_tensor()) else {
-                owned.push(None);
-                continue;
-            };
-            self.check_grad(name, var, grad)?;
-            owned.push(Some(if grad.is_contiguous() {
-                grad.clone() // an Arc clone, not a copy of the data
-            } else {
-                grad.contiguous()?
-            }));
+            let grad = grads.get(var.as_tensor());
+            if let Some(grad) = grad {
+                self.var_storages.check_grad(name, var, grad)?;
+            }
+            owned.push(grad.cloned()); // an Arc clone, not a copy of the data
         }
-        self.run_step(GradSource::Store(&owned))
-    }
-
-    fn check_grad(&self, name: &str, var: &Var, grad: &Tensor) -> Result<()> {
-        if grad.dtype() != DType::F32 {
-            return Err(Error::new(
-                ErrorKind::DType,
-                format!(
-                    "gradient of {name:?} has dtype {:?}, expected f32",
-                    grad.dtype()
-                ),
-            ));
-        }
-        if !grad.device().is_cpu() {
-            return Err(Error::new(
-                ErrorKind::Device,
-                format!("gradient of {name:?} is not on the CPU"),
-            ));
-        }
-        if grad.dims() != var.dims() {
-            return Err(Error::new(
-                ErrorKind::Layout,
-                format!(
-                    "gradient of {name:?} has shape {:?}, the var has {:?}",
-                    grad.dims(),
-                    var.dims()
-                ),
-            ));
-        }
-        if self.var_storages.binary_search(&storage_addr(grad)).is_ok() {
-            return Err(Error::new(
-                ErrorKind::AliasedStorage,
-                format!("gradient of {name:?} shares its storage with a var"),
-            ));
-        }
-        Ok(())
+        self.run_step(GradSource::Tensors(&owned))
     }
 
     /// Compute the gradients of `loss` (`loss.backward()`) and take one [`step`](Self::step).
