@@ -7,8 +7,8 @@
 //! vars, reading the gradients straight from candle's [`GradStore`] and writing the parameters in
 //! place: no parameter or gradient is copied, no tensor is allocated and no autograd graph is
 //! recorded (candle-nn's own `AdamW` allocates about 15 parameter-sized tensors per parameter
-//! per step). The only allocations per step are three small bookkeeping vectors with one entry
-//! per var.
+//! per step). The only allocations per step are four small bookkeeping collections with one
+//! entry per var (a few more when clipping).
 //!
 //! # Example
 //!
@@ -37,37 +37,22 @@
 //! # How the in-place multi-tensor step works
 //!
 //! candle exposes mutable access to a tensor's storage only inside an in-place custom op
-//! ([`Tensor::inplace_op2`] with an [`InplaceOp2`], [`Tensor::inplace_op1`] with an
-//! [`InplaceOp1`]): candle takes the storage's write lock (and the read lock of the gradient),
-//! then calls `cpu_fwd(&mut param_storage, layout, &grad_storage, layout)`. To hand the
-//! optimizer *all* parameters at once, the callbacks are nested: the op for var `i` records the
-//! `(pointer, length)` of its parameter slice and of its gradient slice (honouring the layouts'
-//! start offsets) and then, still inside its `cpu_fwd`, applies the op of var `i + 1`. The
-//! innermost frame turns the recorded pointers back into `&mut [f32]` / `&[f32]`, builds the
-//! [`downhill::Param`]s and calls [`downhill::Optimizer::step`] once. Vars without a gradient in
-//! the store are locked with an [`InplaceOp1`] and passed as [`Param::without_grad`].
-//!
-//! ## Soundness
-//!
-//! - Every recorded parameter slice was derived from the `&mut CpuStorage` of a frame that is
-//!   still on the stack, so that var's write lock is held for as long as the rebuilt
-//!   `&mut [f32]` lives, and the frame does not touch its storage again until the slice is gone.
-//!   No other code can read or write that storage meanwhile.
-//! - Gradient slices come from storages whose read lock is held by the same frames.
-//! - The parameter slices are pairwise disjoint and disjoint from every gradient slice, because
-//!   [`CandleOptimizer::new`] rejects two vars sharing one storage and [`CandleOptimizer::step`]
-//!   rejects a gradient sharing storage with any var, before any lock is taken. (Two gradients
-//!   may share a storage: both are only read, and candle's read locks are recursive.) The same
-//!   checks rule out a thread deadlocking on its own locks.
-//! - Lengths are checked against the layouts (`contiguous_offsets`) and the storage length before
-//!   a pointer is recorded, so every slice is in bounds.
+//! ([`Tensor::inplace_op2`] with an [`InplaceOp2`](candle_core::InplaceOp2),
+//! [`Tensor::inplace_op1`] with an [`InplaceOp1`](candle_core::InplaceOp1)). A step nests one
+//! such op per var, so that every var's storage (and every gradient's) is locked at once, and
+//! calls [`downhill::Optimizer::step`] once, from the innermost op, with one
+//! [`downhill::Param`] per var whose slices point straight into the storages. Vars without a
+//! gradient in the store are passed as [`Param::without_grad`](downhill::Param::without_grad).
+//! The checks made before any lock is taken, the soundness argument, the unit tests and the
+//! measured stack cost live with the locking code, in the crate-internal module `inplace`
+//! (`src/inplace.rs`).
 //!
 //! Do not use the vars from another thread while `step` runs: that thread would wait for the
 //! locks (or, if it already holds a read lock on one var and waits for another, deadlock, as
 //! with any pair of lock-ordering-agnostic users).
 //!
-//! The nesting depth equals the number of vars (a few hundred bytes of stack each), which is
-//! fine for models with up to thousands of parameter tensors.
+//! The nesting depth equals the number of vars, at about 0.9 KiB of stack each: a thread with
+//! a 2 MiB stack (the default for spawned threads) holds about 2,400 vars.
 //!
 //! # Training utilities
 //!
@@ -101,99 +86,25 @@
 //! produce for some ops) is made contiguous first: the only case in which `step` copies.
 #![warn(missing_docs)]
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Storage, Tensor, Var};
+use candle_core::{CpuStorage, Storage, Tensor, Var};
 use downhill::accumulate::GradAccumulator;
 use downhill::schedule::{ArgError, Schedule};
 use downhill::{NonFinitePolicy, Optimizer, OptimizerConfig, Param, ParamSpec};
 
+mod error;
+mod inplace;
+
+pub use error::{Error, ErrorKind, Result};
+use inplace::{GradSource, VarStorages};
+
 /// Key of the adapter's own state (step counter, learning-rate multiplier) among the
 /// checkpoint's extra state.
 pub const ADAPTER_STATE_KEY: &str = "downhill_candle";
-
-/// What went wrong, broadly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// A var or gradient is not `f32`.
-    DType,
-    /// A var or gradient is not on the CPU.
-    Device,
-    /// A var is not contiguous, or a gradient's shape differs from its var's.
-    Layout,
-    /// Two vars share a name.
-    DuplicateName,
-    /// Two vars share a storage, or a gradient shares storage with a var.
-    AliasedStorage,
-    /// The downhill optimizer reported an error.
-    Optimizer,
-    /// candle reported an error.
-    Candle,
-    /// A clipping threshold, schedule or accumulation setting is invalid, or
-    /// [`CandleOptimizer::accumulate_step`] was called without accumulation.
-    Config,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The adapter's error: an [`ErrorKind`] and a message naming the var and the value at fault.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    #[source]
-    source: Option<BoxError>,
-}
-
-impl Error {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// What went wrong, broadly.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-}
-
-impl From<downhill::Error> for Error {
-    fn from(err: downhill::Error) -> Self {
-        Error {
-            kind: ErrorKind::Optimizer,
-            message: err.to_string(),
-            source: Some(Box::new(err)),
-        }
-    }
-}
-
-impl From<candle_core::Error> for Error {
-    fn from(err: candle_core::Error) -> Self {
-        Error {
-            kind: ErrorKind::Candle,
-            message: err.to_string(),
-            source: Some(Box::new(err)),
-        }
-    }
-}
-
-impl From<ArgError> for Error {
-    fn from(err: ArgError) -> Self {
-        Error::new(ErrorKind::Config, err.to_string())
-    }
-}
-
-/// `Result` with the adapter's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A downhill optimizer driving named candle [`Var`]s in place.
 ///
@@ -201,8 +112,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct CandleOptimizer {
     optimizer: Box<dyn Optimizer>,
     vars: Vec<(String, Var)>,
-    /// Addresses of the vars' storages, sorted, to reject gradients aliasing a var.
-    var_storages: Vec<usize>,
+    /// The vars' storages, to reject gradients aliasing a var.
+    var_storages: VarStorages,
     clip: ClipState,
     /// Learning rates of the groups when the adapter was built.
     base_lrs: Vec<f64>,
@@ -334,13 +245,6 @@ impl fmt::Debug for CandleOptimizer {
     }
 }
 
-/// Address of the storage behind `t`: equal for tensors sharing an allocation. Takes (and
-/// releases) a read lock.
-fn storage_addr(t: &Tensor) -> usize {
-    let (storage, _) = t.storage_and_layout();
-    std::ptr::from_ref::<Storage>(&storage).addr()
-}
-
 impl CandleOptimizer {
     /// Build `config`'s optimizer (one parameter group) over `vars`.
     ///
@@ -371,8 +275,13 @@ impl CandleOptimizer {
     /// building an optimizer yourself (for example with several parameter groups) and passing it
     /// to [`CandleOptimizer::with_optimizer`].
     pub fn param_specs(vars: &[(String, Var)]) -> Result<Vec<ParamSpec>> {
+        Self::check_vars(vars).map(|(specs, _)| specs)
+    }
+
+    /// [`CandleOptimizer::param_specs`], and the vars' storages.
+    fn check_vars(vars: &[(String, Var)]) -> Result<(Vec<ParamSpec>, VarStorages)> {
         let mut names = HashSet::with_capacity(vars.len());
-        let mut storages = HashSet::with_capacity(vars.len());
+        let mut storages = VarStorages::with_capacity(vars.len());
         for (name, var) in vars {
             if !names.insert(name.as_str()) {
                 return Err(Error::new(
@@ -380,50 +289,19 @@ impl CandleOptimizer {
                     format!("two vars are named {name:?}"),
                 ));
             }
-            if var.dtype() != DType::F32 {
-                return Err(Error::new(
-                    ErrorKind::DType,
-                    format!("var {name:?} has dtype {:?}, expected f32", var.dtype()),
-                ));
-            }
-            if !var.device().is_cpu() {
-                return Err(Error::new(
-                    ErrorKind::Device,
-                    format!(
-                        "var {name:?} is on {:?}, only the CPU is supported",
-                        var.device().location()
-                    ),
-                ));
-            }
-            if !var.is_contiguous() {
-                return Err(Error::new(
-                    ErrorKind::Layout,
-                    format!(
-                        "var {name:?} (shape {:?}, stride {:?}) is not contiguous",
-                        var.dims(),
-                        var.stride()
-                    ),
-                ));
-            }
-            if !storages.insert(storage_addr(var)) {
-                return Err(Error::new(
-                    ErrorKind::AliasedStorage,
-                    format!("var {name:?} shares its storage with another var"),
-                ));
-            }
+            storages.insert(name, var)?;
         }
-        Ok(vars
+        let specs = vars
             .iter()
             .map(|(name, var)| ParamSpec::new(name.clone(), var.elem_count()))
-            .collect())
+            .collect();
+        Ok((specs, storages))
     }
 
     /// Drive `vars` with an optimizer built elsewhere (its parameter names must be the vars'
     /// names; see [`CandleOptimizer::param_specs`]).
     pub fn with_optimizer(vars: Vec<(String, Var)>, optimizer: Box<dyn Optimizer>) -> Result<Self> {
-        Self::param_specs(&vars)?;
-        let mut var_storages: Vec<usize> = vars.iter().map(|(_, v)| storage_addr(v)).collect();
-        var_storages.sort_unstable();
+        let (_, var_storages) = Self::check_vars(&vars)?;
         let base_lrs = (0..optimizer.num_groups())
             .map(|g| optimizer.lr(g))
             .collect();
@@ -590,7 +468,7 @@ impl CandleOptimizer {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            self.check_grad(name, var, grad)?;
+            self.var_storages.check_grad(name, var, grad)?;
             let grad = if grad.is_contiguous() {
                 grad.clone()
             } else {
@@ -645,24 +523,34 @@ impl CandleOptimizer {
         self.run_step(GradSource::Slices(grads))
     }
 
+    /// Apply the learning rates, lock every var and step; the gradients are checked (again, by
+    /// [`inplace::with_locked`]) before any lock is taken. Callers check them before too, so
+    /// that a rejected step leaves the learning rates as they were.
     fn run_step(&mut self, source: GradSource<'_>) -> Result<()> {
         self.apply_lr()?;
-        let ctx = StepCtx {
-            vars: &self.vars,
-            source,
-            optimizer: RefCell::new(self.optimizer.as_mut()),
-            clip: RefCell::new(&mut self.clip),
-            raw: RefCell::new(Vec::with_capacity(self.vars.len())),
-            error: RefCell::new(None),
-        };
-        let result = match ctx.descend(0) {
-            Ok(()) => Ok(()),
-            Err(candle_err) => Err(ctx.error.take().unwrap_or_else(|| candle_err.into())),
-        };
-        if result.is_ok() {
-            self.steps += 1;
-        }
-        result
+        let optimizer = self.optimizer.as_mut();
+        let clip = &mut self.clip;
+        inplace::with_locked(&self.vars, source, |params| {
+            if clip.clip.is_none() {
+                return Ok(optimizer.step(params)?);
+            }
+            // Clip copies of the gradients (the originals are never modified), then step on
+            // the copies.
+            let given: Vec<Option<&[f32]>> = params.iter().map(|p| p.grad).collect();
+            let clipped = clip.clip(&given)?;
+            let mut clipped_params: Vec<Param<'_>> = params
+                .iter_mut()
+                .zip(clipped)
+                .map(|(p, grad)| Param {
+                    name: p.name,
+                    value: &mut *p.value,
+                    grad,
+                })
+                .collect();
+            Ok(optimizer.step(&mut clipped_params)?)
+        })?;
+        self.steps += 1;
+        Ok(())
     }
 
     /// One optimizer step over all vars, with the gradients in `grads`. Vars without a
@@ -670,53 +558,13 @@ impl CandleOptimizer {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         let mut owned: Vec<Option<Tensor>> = Vec::with_capacity(self.vars.len());
         for (name, var) in &self.vars {
-            let Some(grad) = grads.get(var.as_tensor()) else {
-                owned.push(None);
-                continue;
-            };
-            self.check_grad(name, var, grad)?;
-            owned.push(Some(if grad.is_contiguous() {
-                grad.clone() // an Arc clone, not a copy of the data
-            } else {
-                grad.contiguous()?
-            }));
+            let grad = grads.get(var.as_tensor());
+            if let Some(grad) = grad {
+                self.var_storages.check_grad(name, var, grad)?;
+            }
+            owned.push(grad.cloned()); // an Arc clone, not a copy of the data
         }
-        self.run_step(GradSource::Store(&owned))
-    }
-
-    fn check_grad(&self, name: &str, var: &Var, grad: &Tensor) -> Result<()> {
-        if grad.dtype() != DType::F32 {
-            return Err(Error::new(
-                ErrorKind::DType,
-                format!(
-                    "gradient of {name:?} has dtype {:?}, expected f32",
-                    grad.dtype()
-                ),
-            ));
-        }
-        if !grad.device().is_cpu() {
-            return Err(Error::new(
-                ErrorKind::Device,
-                format!("gradient of {name:?} is not on the CPU"),
-            ));
-        }
-        if grad.dims() != var.dims() {
-            return Err(Error::new(
-                ErrorKind::Layout,
-                format!(
-                    "gradient of {name:?} has shape {:?}, the var has {:?}",
-                    grad.dims(),
-                    var.dims()
-                ),
-            ));
-        }
-        if self.var_storages.binary_search(&storage_addr(grad)).is_ok() {
-            return Err(Error::new(
-                ErrorKind::AliasedStorage,
-                format!("gradient of {name:?} shares its storage with a var"),
-            ));
-        }
-        Ok(())
+        self.run_step(GradSource::Tensors(&owned))
     }
 
     /// Compute the gradients of `loss` (`loss.backward()`) and take one [`step`](Self::step).
@@ -791,199 +639,5 @@ impl CandleOptimizer {
     /// Take the inner optimizer and the vars apart.
     pub fn into_parts(self) -> (Box<dyn Optimizer>, Vec<(String, Var)>) {
         (self.optimizer, self.vars)
-    }
-}
-
-/// A recorded parameter slice and, if any, gradient slice.
-struct RawParam {
-    value: *mut f32,
-    len: usize,
-    grad: Option<*const f32>,
-}
-
-/// Where the gradients of a step come from.
-#[derive(Clone, Copy)]
-enum GradSource<'a> {
-    /// Tensors of a [`GradStore`], locked (read) by the frames.
-    Store(&'a [Option<Tensor>]),
-    /// Buffers owned by the caller (for example accumulated means).
-    Slices(&'a [Option<&'a [f32]>]),
-}
-
-/// Shared state of one nested step.
-struct StepCtx<'a> {
-    vars: &'a [(String, Var)],
-    source: GradSource<'a>,
-    optimizer: RefCell<&'a mut dyn Optimizer>,
-    clip: RefCell<&'a mut ClipState>,
-    raw: RefCell<Vec<RawParam>>,
-    /// The adapter's own error, if one was raised inside a callback (candle's callbacks can
-    /// only return candle errors).
-    error: RefCell<Option<Error>>,
-}
-
-impl StepCtx<'_> {
-    /// Lock var `index` (and its gradient) and continue inside the lock, or, past the last
-    /// var, run the optimizer.
-    fn descend(&self, index: usize) -> candle_core::Result<()> {
-        if index == self.vars.len() {
-            return self.run_optimizer();
-        }
-        let frame = Frame { ctx: self, index };
-        let var = self.vars[index].1.as_tensor();
-        match self.source {
-            GradSource::Store(grads) => match &grads[index] {
-                Some(grad) => var.inplace_op2(grad, &frame),
-                None => var.inplace_op1(&frame),
-            },
-            GradSource::Slices(_) => var.inplace_op1(&frame),
-        }
-    }
-
-    fn fail(&self, err: Error) -> candle_core::Error {
-        let msg = err.to_string();
-        *self.error.borrow_mut() = Some(err);
-        candle_core::Error::Msg(msg)
-    }
-
-    fn run_optimizer(&self) -> candle_core::Result<()> {
-        let raw = self.raw.borrow();
-        debug_assert_eq!(raw.len(), self.vars.len());
-        let given: Vec<Option<&[f32]>> = match self.source {
-            // SAFETY: see "Soundness" in the crate docs: `g` points to the `r.len` f32s of a
-            // gradient (same shape as its var) whose read lock is held by an enclosing frame.
-            GradSource::Store(_) => raw
-                .iter()
-                .map(|r| {
-                    r.grad
-                        .map(|g| unsafe { std::slice::from_raw_parts(g, r.len) })
-                })
-                .collect(),
-            GradSource::Slices(slices) => slices.to_vec(),
-        };
-        let mut clip = self.clip.borrow_mut();
-        let grads = if clip.clip.is_some() {
-            clip.clip(&given).map_err(|e| self.fail(Error::from(e)))?
-        } else {
-            given
-        };
-        let mut params: Vec<Param<'_>> = raw
-            .iter()
-            .zip(self.vars)
-            .zip(grads)
-            .map(|((r, (name, _)), grad)| {
-                // SAFETY: see "Soundness" in the crate docs: `r.value` points to `r.len` f32s of
-                // a storage whose write lock is held by an enclosing frame which does not use it
-                // until `params` is dropped; the slices are pairwise disjoint and disjoint from
-                // the gradients (candle storages read-locked by the frames, or buffers owned by
-                // the adapter or the caller).
-                let value = unsafe { std::slice::from_raw_parts_mut(r.value, r.len) };
-                match grad {
-                    Some(g) => Param::new(name, value, g),
-                    None => Param::without_grad(name, value),
-                }
-            })
-            .collect();
-        let result = self.optimizer.borrow_mut().step(&mut params);
-        drop(params);
-        result.map_err(|e| self.fail(e.into()))
-    }
-}
-
-/// The in-place op applied to var `index`.
-struct Frame<'f, 'c> {
-    ctx: &'f StepCtx<'c>,
-    index: usize,
-}
-
-impl Frame<'_, '_> {
-    fn var_name(&self) -> &str {
-        &self.ctx.vars[self.index].0
-    }
-
-    /// Record the parameter slice of `s1`/`l1` and the optional gradient slice.
-    fn record(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        grad: Option<(&CpuStorage, &Layout)>,
-    ) -> candle_core::Result<()> {
-        let name = self.var_name();
-        let (start, end) = l1.contiguous_offsets().ok_or_else(|| {
-            self.ctx.fail(Error::new(
-                ErrorKind::Layout,
-                format!("var {name:?} is not contiguous"),
-            ))
-        })?;
-        let CpuStorage::F32(values) = s1 else {
-            return Err(self.ctx.fail(Error::new(
-                ErrorKind::DType,
-                format!("var {name:?} is not f32"),
-            )));
-        };
-        let value = values.get_mut(start..end).ok_or_else(|| {
-            self.ctx.fail(Error::new(
-                ErrorKind::Layout,
-                format!("var {name:?}: layout {start}..{end} is out of its storage's bounds"),
-            ))
-        })?;
-        let grad = match grad {
-            None => None,
-            Some((s2, l2)) => {
-                let CpuStorage::F32(g) = s2 else {
-                    return Err(self.ctx.fail(Error::new(
-                        ErrorKind::DType,
-                        format!("gradient of {name:?} is not f32"),
-                    )));
-                };
-                let slice = l2
-                    .contiguous_offsets()
-                    .and_then(|(s, e)| g.get(s..e))
-                    .filter(|s| s.len() == value.len())
-                    .ok_or_else(|| {
-                        self.ctx.fail(Error::new(
-                            ErrorKind::Layout,
-                            format!(
-                                "gradient of {name:?} is not a contiguous slice of {} f32s",
-                                value.len()
-                            ),
-                        ))
-                    })?;
-                Some(slice.as_ptr())
-            }
-        };
-        self.ctx.raw.borrow_mut().push(RawParam {
-            value: value.as_mut_ptr(),
-            len: value.len(),
-            grad,
-        });
-        // Continue with the next var while this var's locks are held.
-        self.ctx.descend(self.index + 1)
-    }
-}
-
-impl InplaceOp2 for Frame<'_, '_> {
-    fn name(&self) -> &'static str {
-        "downhill-step"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        self.record(s1, l1, Some((s2, l2)))
-    }
-}
-
-impl InplaceOp1 for Frame<'_, '_> {
-    fn name(&self) -> &'static str {
-        "downhill-step"
-    }
-
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout) -> candle_core::Result<()> {
-        self.record(s1, l1, None)
     }
 }

@@ -1,0 +1,82 @@
+//! The adapter's error type: an opaque [`Error`] with an [`ErrorKind`] and a message.
+
+use downhill::schedule::ArgError;
+
+/// What went wrong, broadly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A var or gradient is not `f32`.
+    DType,
+    /// A var or gradient is not on the CPU.
+    Device,
+    /// A var is not contiguous, or a gradient's shape differs from its var's.
+    Layout,
+    /// Two vars share a name.
+    DuplicateName,
+    /// Two vars share a storage, or a gradient shares storage with a var.
+    AliasedStorage,
+    /// The downhill optimizer reported an error.
+    Optimizer,
+    /// candle reported an error.
+    Candle,
+    /// A clipping threshold, schedule or accumulation setting is invalid, or
+    /// [`CandleOptimizer::accumulate_step`](crate::CandleOptimizer::accumulate_step) was called without accumulation.
+    Config,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The adapter's error: an [`ErrorKind`] and a message naming the var and the value at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// What went wrong, broadly.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl From<downhill::Error> for Error {
+    fn from(err: downhill::Error) -> Self {
+        Error {
+            kind: ErrorKind::Optimizer,
+            message: err.to_string(),
+            source: Some(Box::new(err)),
+        }
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(err: candle_core::Error) -> Self {
+        Error {
+            kind: ErrorKind::Candle,
+            message: err.to_string(),
+            source: Some(Box::new(err)),
+        }
+    }
+}
+
+impl From<ArgError> for Error {
+    fn from(err: ArgError) -> Self {
+        Error::new(ErrorKind::Config, err.to_string())
+    }
+}
+
+/// `Result` with the adapter's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
