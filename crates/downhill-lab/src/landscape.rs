@@ -52,14 +52,13 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
-use downhill::{Hyperparams, OptimizerConfig, Param, ParamSpec, OPTIMIZER_NAMES};
+use clap::ValueEnum;
+use downhill::{Hyperparams, OptimizerConfig, Param, ParamSpec};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
 use serde::Serialize;
 
-use crate::hparams::{parse_pair, HyperArgs};
 use crate::plot::{self, format_tick, palette_color, render, Figure, Rendered, Scale};
 use crate::report::{Cell, Image, Page, Section, Table};
 use crate::{LabError, Result};
@@ -294,59 +293,6 @@ pub fn trajectory(
         points.push(xy);
     }
     Ok(points)
-}
-
-/// Arguments of `downhill trace`.
-#[derive(Args, Clone, Debug)]
-pub struct TraceArgs {
-    /// Optimizer (core name): sgd, adagrad, rmsprop, adam, adamw, adamax, nadam, radam,
-    /// adadelta, lamb, lars, lion.
-    #[arg(long)]
-    pub optimizer: String,
-    /// Test function.
-    #[arg(long, value_enum)]
-    pub function: TestFunction,
-    /// Start point `X,Y` (write `--start=-1.2,1` or `--start -1.2,1`); defaults to the
-    /// function's documented start.
-    #[arg(long, value_parser = parse_pair, allow_hyphen_values = true, value_name = "X,Y")]
-    pub start: Option<(f64, f64)>,
-    /// Number of optimizer steps; N + 1 points are printed.
-    #[arg(long, default_value_t = 100)]
-    pub steps: usize,
-    /// Clip each gradient to this Euclidean norm first (torch.nn.utils.clip_grad_norm_).
-    #[arg(long, value_name = "MAX_NORM")]
-    pub clip_grad_norm: Option<f32>,
-    /// Hyperparameters (PyTorch keyword names).
-    #[command(flatten)]
-    pub hyper: HyperArgs,
-}
-
-#[derive(Serialize)]
-struct TraceOutput<'a> {
-    points: &'a [[f32; 2]],
-}
-
-/// The JSON `downhill trace` prints: `{"points": [[x, y], ...]}` (compact, no newline).
-pub fn trace_json(args: &TraceArgs) -> Result<String> {
-    let start = args
-        .start
-        .map_or(args.function.start(), |(x, y)| [x as f32, y as f32]);
-    let points = trajectory(
-        &args.optimizer,
-        &args.hyper.to_hyperparams(),
-        args.function,
-        start,
-        args.steps,
-        args.clip_grad_norm,
-    )?;
-    serde_json::to_string(&TraceOutput { points: &points })
-        .map_err(|e| LabError::config(format!("trace: cannot encode the points as JSON: {e}")))
-}
-
-/// Run `downhill trace`: print [`trace_json`] and a newline on stdout.
-pub fn run_trace(args: &TraceArgs) -> Result<()> {
-    println!("{}", trace_json(args)?);
-    Ok(())
 }
 
 /// The learning rates the landscape search tries: 10^(k/4) for k = -20..=4 (1e-5 to 10).
@@ -911,109 +857,6 @@ fn chain_segments(segments: &[(usize, usize)]) -> Vec<Vec<usize>> {
     lines
 }
 
-/// Arguments of `downhill landscape`.
-#[derive(Args, Clone, Debug)]
-pub struct LandscapeArgs {
-    /// Test function, or `all`.
-    #[arg(long, default_value = "all")]
-    pub function: String,
-    /// Comma-separated core optimizer names (default: all twelve).
-    #[arg(long, value_delimiter = ',')]
-    pub optimizers: Vec<String>,
-    /// Steps per trajectory (the search uses the same budget).
-    #[arg(long, default_value_t = 500)]
-    pub steps: usize,
-    /// Output folder.
-    #[arg(long, default_value = "out/landscape")]
-    pub out: PathBuf,
-    /// One learning rate for every optimizer instead of the per-optimizer search.
-    #[arg(long, allow_negative_numbers = true)]
-    pub lr: Option<f64>,
-    /// Clip each gradient to this Euclidean norm first (jettify's visualisation uses 1.0).
-    #[arg(long, value_name = "MAX_NORM")]
-    pub clip_grad_norm: Option<f32>,
-    /// Start point `X,Y` instead of the documented one (only with a single --function).
-    #[arg(long, value_parser = parse_pair, allow_hyphen_values = true, value_name = "X,Y")]
-    pub start: Option<(f64, f64)>,
-}
-
-impl LandscapeArgs {
-    fn functions(&self) -> Result<Vec<TestFunction>> {
-        if self.function == "all" {
-            return Ok(TestFunction::ALL.to_vec());
-        }
-        TestFunction::from_str(&self.function, true)
-            .map(|f| vec![f])
-            .map_err(|_| {
-                let names: Vec<&str> = TestFunction::ALL.iter().map(|f| f.name()).collect();
-                LabError::config(format!(
-                    "--function must be one of {} or all, got {:?}",
-                    names.join(", "),
-                    self.function
-                ))
-            })
-    }
-
-    /// The command line that reproduces these arguments.
-    fn command(&self, optimizers: &[String]) -> String {
-        let mut cmd = format!(
-            "downhill landscape --function {} --optimizers {} --steps {} --out {}",
-            self.function,
-            optimizers.join(","),
-            self.steps,
-            self.out.display()
-        );
-        if let Some(lr) = self.lr {
-            let _ = write!(cmd, " --lr {lr}");
-        }
-        if let Some(c) = self.clip_grad_norm {
-            let _ = write!(cmd, " --clip-grad-norm {c}");
-        }
-        if let Some((x, y)) = self.start {
-            let _ = write!(cmd, " --start={x},{y}");
-        }
-        cmd
-    }
-}
-
-/// Run `downhill landscape`: one contour plot per function, `landscape.json` with every
-/// chosen lr and search score, and an `index.html` showing them; returns the results.
-pub fn run_landscape(args: &LandscapeArgs) -> Result<Vec<LandscapeResult>> {
-    let functions = args.functions()?;
-    if args.start.is_some() && functions.len() > 1 {
-        return Err(LabError::config(
-            "--start needs a single --function (each function has its own start point)",
-        ));
-    }
-    let optimizers: Vec<String> = if args.optimizers.is_empty() {
-        OPTIMIZER_NAMES.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.optimizers.clone()
-    };
-    let options = LandscapeOptions {
-        steps: args.steps,
-        lr: args.lr,
-        clip_grad_norm: args.clip_grad_norm,
-        hyper: Hyperparams::default(),
-        start: args.start.map(|(x, y)| [x as f32, y as f32]),
-    };
-    let mut results = Vec::with_capacity(functions.len());
-    for f in functions {
-        let result = landscape(f, &optimizers, &options, &args.out)?;
-        eprintln!(
-            "{}: wrote {}",
-            f.name(),
-            args.out.join(&result.png).display()
-        );
-        results.push(result);
-    }
-    let json_path = args.out.join("landscape.json");
-    crate::run::write_json(&json_path, &results)?;
-    let index = landscape_page(&results, &args.command(&optimizers)).write(&args.out)?;
-    eprintln!("wrote {} and {}", json_path.display(), index.display());
-    Ok(results)
-}
-
 /// The report page of a landscape run: one [`Section`] per function with its plot and a table
 /// of the chosen learning rates and final points. Reusable by the experiments report.
 pub fn landscape_page(results: &[LandscapeResult], command: &str) -> Page {
@@ -1064,7 +907,6 @@ pub fn landscape_page(results: &[LandscapeResult], command: &str) -> Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     /// Central differences in f64 with step 1e-6 agree with the analytic gradient to 1e-6
     /// relative, at points spread over each function's window.
@@ -1164,76 +1006,6 @@ mod tests {
         }
     }
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        trace: TraceArgs,
-    }
-
-    #[test]
-    fn trace_prints_n_plus_one_points_from_a_negative_start() {
-        for argv in [
-            &[
-                "t",
-                "--optimizer",
-                "adam",
-                "--function",
-                "rosenbrock",
-                "--start=-1.2,1",
-                "--steps",
-                "25",
-                "--lr",
-                "0.01",
-            ][..],
-            &[
-                "t",
-                "--optimizer",
-                "adam",
-                "--function",
-                "rosenbrock",
-                "--start",
-                "-1.2,1",
-                "--steps",
-                "25",
-                "--lr=0.01",
-            ][..],
-        ] {
-            let cli = Cli::try_parse_from(argv).unwrap();
-            let json = trace_json(&cli.trace).unwrap();
-            assert!(json.starts_with("{\"points\":[[-1.2,1.0],"), "{json}");
-            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-            let obj = v.as_object().unwrap();
-            assert_eq!(obj.len(), 1, "only the points key");
-            let points = obj["points"].as_array().unwrap();
-            assert_eq!(points.len(), 26);
-            for p in points {
-                let p = p.as_array().unwrap();
-                assert_eq!(p.len(), 2);
-                assert!(p.iter().all(|c| c.as_f64().is_some_and(f64::is_finite)));
-            }
-        }
-    }
-
-    #[test]
-    fn trace_rejects_unknown_optimizers_and_bad_values_by_name() {
-        let cli =
-            Cli::try_parse_from(["t", "--optimizer", "adamx", "--function", "beale"]).unwrap();
-        let err = trace_json(&cli.trace).unwrap_err();
-        assert!(err.to_string().contains("adamx"), "{err}");
-        let cli = Cli::try_parse_from([
-            "t",
-            "--optimizer",
-            "adam",
-            "--function",
-            "beale",
-            "--lr",
-            "-1",
-        ])
-        .unwrap();
-        let err = trace_json(&cli.trace).unwrap_err();
-        assert!(err.to_string().contains("-1"), "{err}");
-    }
-
     #[test]
     fn lr_grid_is_four_per_decade() {
         assert_eq!(LR_GRID[0], 1e-5);
@@ -1308,24 +1080,5 @@ mod tests {
         assert_eq!(csv.lines().count(), 1 + 2 * 61);
         let html = landscape_page(&[r], "downhill landscape").to_html();
         assert!(html.contains("<img src=\"quadratic.png\""));
-    }
-
-    #[test]
-    fn landscape_args_reject_unknown_functions() {
-        #[derive(Parser)]
-        struct L {
-            #[command(flatten)]
-            l: LandscapeArgs,
-        }
-        let args = L::try_parse_from(["t", "--function", "rastrigin"])
-            .unwrap()
-            .l;
-        let err = run_landscape(&args).unwrap_err();
-        assert!(err.to_string().contains("rastrigin"), "{err}");
-        let args = L::try_parse_from(["t", "--optimizers", "sgd,adam", "--start=-1,1"])
-            .unwrap()
-            .l;
-        assert_eq!(args.optimizers, ["sgd", "adam"]);
-        assert!(run_landscape(&args).is_err(), "--start with all functions");
     }
 }

@@ -4,35 +4,30 @@
 //! The binary is `downhill` (`cargo run --release -- compare` from the workspace root). The
 //! library exposes the pieces so that experiments can call them directly:
 //!
+//! - [`args`] and [`cmd`]: the command line in two layers, the clap flags (one file per
+//!   subcommand plus the shared flag sets) and the subcommands (one file each);
 //! - [`data`]: IDX reader and the bundled 10k MNIST sample with a seeded stratified split;
 //! - [`models`]: logistic regression, MLP and a small CNN in candle with seeded initialisation;
 //! - [`trainer`]: the training loop ([`trainer::train`]) returning every metric;
 //! - [`run`]: the on-disk format of a run folder (`config.json`, `metrics.csv`) and of a
 //!   comparison (`summary.json`);
-//! - [`compare`] and [`train`]: the `compare` and `train` subcommands;
-//! - [`plot`], [`report`], [`landscape`], [`hparams`]: plots, the HTML report, 2-D landscapes and
-//!   the PyTorch-named hyperparameter flags.
-//! - [`experiments`] and [`report_cmd`]: one subcommand per claim of the seed papers, each with
-//!   figures, `results.json` and a verdict computed from the numbers; `downhill report` runs them
-//!   all into one page.
+//! - [`plot`], [`report`], [`landscape`]: plots, the HTML report and 2-D landscapes;
+//! - [`experiments`]: one subcommand per claim of the seed papers, each with figures,
+//!   `results.json` and a verdict computed from the numbers; `downhill report` runs them all
+//!   into one page.
 #![warn(missing_docs)]
 
-pub mod bench;
-pub mod cli;
-pub mod compare;
+pub mod args;
+pub mod cmd;
 pub mod data;
 pub mod experiments;
-pub mod hparams;
 pub mod landscape;
 pub mod models;
 pub mod optimizers;
 pub mod plot;
 pub mod report;
-pub mod report_cmd;
 pub mod rng;
 pub mod run;
-pub mod schedule_cmd;
-pub mod train;
 pub mod trainer;
 
 mod error;

@@ -13,7 +13,7 @@
 //! | `paper` | the Adam paper's figures 1 and 2 at small scale | [`paper`] |
 //!
 //! Every experiment takes `--out DIR`, `--quick` (a smoke version for CI) and `--seed`.
-//! `downhill report` ([`crate::report_cmd`]) runs them all and writes one page.
+//! `downhill report` ([`crate::cmd::report`]) runs them all and writes one page.
 
 pub mod bias_correction;
 pub mod generalization;
@@ -24,30 +24,14 @@ pub mod sparse;
 pub mod weight_decay;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use clap::Args;
 use serde::Serialize;
 
 use crate::data::{self, DataSource, Split};
 use crate::plot::{render, Figure};
-use crate::report::{Image, Page, Section};
+use crate::report::{Image, Section};
 use crate::run::{MetricPoint, Metrics};
 use crate::{LabError, Result};
-
-/// Flags shared by every experiment subcommand.
-#[derive(Args, Clone, Debug)]
-pub struct ExperimentArgs {
-    /// Output folder (default `out/<experiment>`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Smoke version: smaller grids and fewer epochs (seconds, for CI).
-    #[arg(long)]
-    pub quick: bool,
-    /// Seed of the data split, initialisation, batch order and synthetic data.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
 
 /// Where and how an experiment runs.
 #[derive(Clone, Debug)]
@@ -123,38 +107,6 @@ pub const EXPERIMENTS: &[Experiment] = &[
         run: large_batch::run,
     },
 ];
-
-/// Run experiment `name` as a subcommand: write its figures, `results.json` and an
-/// `index.html` with its one section into `--out` (default `out/NAME`).
-pub fn run_experiment(name: &str, args: &ExperimentArgs) -> Result<Section> {
-    let experiment = EXPERIMENTS
-        .iter()
-        .find(|e| e.name == name)
-        .ok_or_else(|| LabError::config(format!("unknown experiment {name:?}")))?;
-    let ctx = Ctx {
-        out: args
-            .out
-            .clone()
-            .unwrap_or_else(|| Path::new("out").join(name)),
-        quick: args.quick,
-        seed: args.seed,
-    };
-    ctx.create()?;
-    let started = Instant::now();
-    let section = (experiment.run)(&ctx)?;
-    let mut page = Page::new(section.title.clone());
-    page.facts.push((
-        "time".into(),
-        format!("{:.1} s", started.elapsed().as_secs_f64()),
-    ));
-    page.sections.push(section.clone());
-    let index = page.write(&ctx.out)?;
-    if let Some(v) = &section.verdict {
-        eprintln!("{name}: {}", v.text);
-    }
-    eprintln!("{name}: wrote {}", index.display());
-    Ok(section)
-}
 
 /// Render `figure` to `DIR/STEM.png` and `.svg` and return the report image (relative src).
 pub fn figure(figure: &impl Figure, dir: &Path, stem: &str, alt: &str) -> Result<Image> {

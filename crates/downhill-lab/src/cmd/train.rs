@@ -7,7 +7,8 @@ use downhill::schedule::Schedule;
 use downhill::{Hyperparams, NonFinitePolicy, OptimizerConfig};
 use downhill_candle::GradClip;
 
-use crate::cli::{set_threads, shell_join, TrainArgs};
+use super::{describe, set_threads, shell_join};
+use crate::args::TrainArgs;
 use crate::data::{self, Split};
 use crate::models::ModelSpec;
 use crate::optimizers::{lookup, LabOptimizer};
@@ -108,19 +109,6 @@ pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
     ))
 }
 
-/// One line about a finished run, for stderr.
-pub fn describe(s: &RunSummary) -> String {
-    let status = if s.diverged { " DIVERGED" } else { "" };
-    format!(
-        "{:<10} lr {:<8} final train loss {:.4}  test acc {:6.2}%  {:.2} s/epoch{status}",
-        s.optimizer,
-        s.lr,
-        s.final_train_loss,
-        100.0 * s.test_accuracy,
-        s.seconds_per_epoch
-    )
-}
-
 /// Run `downhill train`.
 pub fn run_train(args: &TrainArgs) -> Result<()> {
     set_threads(args.common.threads)?;
@@ -160,7 +148,7 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::args::{Cli, Command};
     use clap::Parser;
 
     #[test]

@@ -14,30 +14,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Args;
 use serde::Serialize;
 
+use super::landscape::run_landscape;
+use crate::args::{LandscapeArgs, ReportArgs};
 use crate::experiments::{Ctx, EXPERIMENTS};
-use crate::landscape::{run_landscape, LandscapeArgs, LandscapeResult};
+use crate::landscape::LandscapeResult;
 use crate::report::{Image, Outcome, Page, Section};
 use crate::Result;
-
-/// Arguments of `downhill report`.
-#[derive(Args, Clone, Debug)]
-pub struct ReportArgs {
-    /// Output folder.
-    #[arg(long, default_value = "out/report")]
-    pub out: PathBuf,
-    /// Smoke version (smaller grids, fewer epochs; for CI).
-    #[arg(long)]
-    pub quick: bool,
-    /// Seed of every experiment.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Comma-separated experiments to run (default: all, plus `landscape`).
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<String>,
-}
 
 #[derive(Debug, Serialize)]
 struct Timing {
