@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
 pub use bench::BenchArgs;
 pub use common::{CommonArgs, ModelArg};
 pub use compare::CompareArgs;
-pub use experiment::ExperimentArgs;
+pub use experiment::{ExperimentArgs, ExperimentCommand};
 pub use hyper::HyperArgs;
 pub use landscape::LandscapeArgs;
 pub use plot::PlotArgs;
@@ -70,20 +70,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Plot a learning-rate schedule over steps and print a few values.
     Schedule(ScheduleArgs),
-    /// Experiment: Adam with vs without bias correction over beta1 x beta2 x lr.
-    BiasCorrection(ExperimentArgs),
-    /// Experiment: test-error heatmaps over lr x weight decay for Adam + L2 and AdamW.
-    WeightDecay(ExperimentArgs),
-    /// Experiment: sparse bag-of-words logistic regression, AdaGrad vs SGD-Nesterov vs Adam.
-    Sparse(ExperimentArgs),
-    /// Experiment: final loss against learning rate for every optimizer.
-    LrSweep(ExperimentArgs),
-    /// Experiment: Wilson et al.'s toy and MNIST train-test gap, adaptive vs SGD.
-    Generalization(ExperimentArgs),
-    /// Experiment: SGD-momentum vs LARS and AdamW vs LAMB across batch sizes.
-    LargeBatch(ExperimentArgs),
-    /// Experiment: analogues of the Adam paper's figures 1 and 2.
-    Paper(ExperimentArgs),
+    /// One subcommand per experiment of the registry (`bias-correction`, ..., `paper`).
+    #[command(flatten)]
+    Experiment(ExperimentCommand),
     /// Run every experiment and the 2-D landscapes; write one HTML report.
     Report(ReportArgs),
 }

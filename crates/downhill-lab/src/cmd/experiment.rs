@@ -4,19 +4,18 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::args::ExperimentArgs;
-use crate::experiments::{Ctx, EXPERIMENTS};
+use crate::args::ExperimentCommand;
+use crate::experiments::Ctx;
 use crate::report::{Page, Section};
-use crate::{LabError, Result};
+use crate::Result;
 
-/// Run experiment `name` as a subcommand: write its figures, `results.json` and an
-/// `index.html` with its one section into `--out` (default `out/NAME`).
-pub fn run_experiment(name: &str, args: &ExperimentArgs) -> Result<Section> {
-    let experiment = EXPERIMENTS
-        .iter()
-        .find(|e| e.name == name)
-        .ok_or_else(|| LabError::config(format!("unknown experiment {name:?}")))?;
+/// Run an experiment as a subcommand: write its figures, `results.json` and an `index.html`
+/// with its one section into `--out` (default `out/NAME`).
+pub fn run_experiment(command: &ExperimentCommand) -> Result<Section> {
+    let (experiment, args) = (command.experiment, &command.args);
+    let name = experiment.name;
     let ctx = Ctx {
+        experiment,
         out: args
             .out
             .clone()
@@ -24,9 +23,8 @@ pub fn run_experiment(name: &str, args: &ExperimentArgs) -> Result<Section> {
         quick: args.quick,
         seed: args.seed,
     };
-    ctx.create()?;
     let started = Instant::now();
-    let section = (experiment.run)(&ctx)?;
+    let section = ctx.run()?;
     let mut page = Page::new(section.title.clone());
     page.facts.push((
         "time".into(),

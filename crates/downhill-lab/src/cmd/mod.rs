@@ -40,19 +40,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::Landscape(args) => landscape::run_landscape(&args).map(|_| ()),
         Command::Bench(args) => bench::run_bench(&args),
         Command::Schedule(args) => schedule::run_schedule(&args),
-        Command::BiasCorrection(args) => experiment("bias-correction", &args),
-        Command::WeightDecay(args) => experiment("weight-decay", &args),
-        Command::Sparse(args) => experiment("sparse", &args),
-        Command::LrSweep(args) => experiment("lr-sweep", &args),
-        Command::Generalization(args) => experiment("generalization", &args),
-        Command::LargeBatch(args) => experiment("large-batch", &args),
-        Command::Paper(args) => experiment("paper", &args),
+        Command::Experiment(e) => experiment::run_experiment(&e).map(|_| ()),
         Command::Report(args) => report::run_report(&args).map(|_| ()),
     }
-}
-
-fn experiment(name: &str, args: &crate::args::ExperimentArgs) -> Result<()> {
-    experiment::run_experiment(name, args).map(|_| ())
 }
 
 /// Apply `--threads`: size candle's and rayon's pools. Call before any parallel work.

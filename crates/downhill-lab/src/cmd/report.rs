@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::landscape::run_landscape;
 use crate::args::{LandscapeArgs, ReportArgs};
-use crate::experiments::{Ctx, EXPERIMENTS};
+use crate::experiments::{self, Ctx};
 use crate::landscape::LandscapeResult;
 use crate::report::{Image, Outcome, Page, Section};
 use crate::Result;
@@ -122,14 +122,18 @@ pub fn run_report(args: &ReportArgs) -> Result<PathBuf> {
         }
     ));
     let mut timings = Vec::new();
-    for e in EXPERIMENTS.iter().filter(|e| wanted(e.name)) {
+    for e in experiments::in_report_order()
+        .into_iter()
+        .filter(|e| wanted(e.name))
+    {
         let ctx = Ctx {
+            experiment: e,
             out: args.out.join(e.name),
             quick: args.quick,
             seed: args.seed,
         };
         let t = Instant::now();
-        let result = ctx.create().and_then(|()| (e.run)(&ctx));
+        let result = ctx.run();
         let seconds = t.elapsed().as_secs_f64();
         eprintln!("report: {} took {seconds:.1} s", e.name);
         let ok = result.is_ok();
@@ -145,7 +149,7 @@ pub fn run_report(args: &ReportArgs) -> Result<PathBuf> {
                     Outcome::Inconclusive,
                     format!("The experiment failed: {err}"),
                 )
-                .command(ctx.command(e.name)),
+                .command(ctx.command()),
         };
         page.sections.push(section);
         timings.push(Timing {

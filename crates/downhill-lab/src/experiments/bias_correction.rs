@@ -254,7 +254,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     } else {
         Outcome::NotReproduced
     };
-    let mut section = Section::new("Bias correction in Adam")
+    let mut section = ctx
+        .section()
         .claim(
             "Without bias correction, β2 close to 1 leads to instabilities, especially early in \
              training; Adam (with correction) performs equal or better than RMSProp with \
@@ -276,7 +277,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     for image in images {
         section = section.image(image);
     }
-    Ok(section
-        .verdict(outcome, text)
-        .command(ctx.command("bias-correction")))
+    Ok(section.verdict(outcome, text))
 }

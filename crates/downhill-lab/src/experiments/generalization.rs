@@ -435,7 +435,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     } else {
         Outcome::NotReproduced
     };
-    Ok(Section::new("Generalisation of adaptive methods")
+    Ok(ctx
+        .section()
         .claim(
             "Adaptive methods (AdaGrad, RMSProp, Adam) can find solutions that generalise \
              worse than gradient descent's: on the toy of Wilson et al. 2017 they call every \
@@ -452,6 +453,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         .image(img_toy)
         .image(img_mnist)
         .table(table)
-        .verdict(outcome, text)
-        .command(ctx.command("generalization")))
+        .verdict(outcome, text))
 }

@@ -333,7 +333,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         (false, false) => Outcome::NotReproduced,
         _ => Outcome::Mixed,
     };
-    Ok(Section::new("Large batches: LARS and LAMB")
+    Ok(ctx.section()
         .claim(
             "Layer-wise trust ratios (LARS for SGD with momentum, LAMB for Adam) keep very large \
              batches trainable where linear lr scaling with warm-up degrades or diverges. (You \
@@ -354,6 +354,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ))
         .image(img_acc)
         .image(img_ratio)
-        .verdict(outcome, text)
-        .command(ctx.command("large-batch")))
+        .verdict(outcome, text))
 }

@@ -161,7 +161,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         sgd,
         mom
     );
-    Ok(Section::new("Learning-rate sensitivity")
+    Ok(ctx
+        .section()
         .claim(
             "Adam converges fast and its default learning rate works across problems: adaptive \
              methods are less sensitive to the learning rate than SGD (Kingma & Ba 2015); \
@@ -180,6 +181,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             fmt_lr(lrs[lrs.len() - 1])
         ))
         .image(img)
-        .verdict(outcome, text)
-        .command(ctx.command("lr-sweep")))
+        .verdict(outcome, text))
 }

@@ -228,7 +228,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         (false, false) => Outcome::NotReproduced,
         _ => Outcome::Mixed,
     };
-    Ok(Section::new("The Adam paper's figures 1 and 2")
+    Ok(ctx
+        .section()
         .claim(
             "Logistic regression on MNIST (α/√t): Adam converges like SGD with Nesterov momentum \
              and both faster than AdaGrad. MLP with dropout: Adam shows better convergence than \
@@ -248,6 +249,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ))
         .image(img1)
         .image(img2)
-        .verdict(outcome, text)
-        .command(ctx.command("paper")))
+        .verdict(outcome, text))
 }

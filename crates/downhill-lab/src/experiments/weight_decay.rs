@@ -220,7 +220,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     } else {
         Outcome::Inconclusive
     };
-    let mut section = Section::new("Weight decay: Adam + L2 vs AdamW")
+    let mut section = ctx
+        .section()
         .claim(
             "With Adam, an L2 penalty is coupled to the adaptive scaling (the good settings lie \
              on a diagonal of lr × decay, and its best is no better than no decay); decoupled \
@@ -237,7 +238,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     for image in images {
         section = section.image(image);
     }
-    Ok(section
-        .verdict(outcome, text)
-        .command(ctx.command("weight-decay")))
+    Ok(section.verdict(outcome, text))
 }
