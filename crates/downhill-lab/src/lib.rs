@@ -8,7 +8,8 @@
 //!   subcommand plus the shared flag sets) and the subcommands (one file each);
 //! - [`data`]: IDX reader and the bundled 10k MNIST sample with a seeded stratified split;
 //! - [`models`]: logistic regression, MLP and a small CNN in candle with seeded initialisation;
-//! - [`trainer`]: the training loop ([`trainer::train`]) returning every metric;
+//! - [`train`]: the training loop ([`train::train`]) returning every metric, and one run
+//!   written to its folder;
 //! - [`run`]: the on-disk format of a run folder (`config.json`, `metrics.csv`) and of a
 //!   comparison (`summary.json`);
 //! - [`plot`], [`report`], [`landscape`]: plots, the HTML report and 2-D landscapes;
@@ -28,7 +29,7 @@ pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod run;
-pub mod trainer;
+pub mod train;
 
 mod error;
 

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use super::TrainingArgs;
 use crate::data::DataSource;
 use crate::models::{ModelKind, ModelSpec, DEFAULT_CNN_CHANNELS, DEFAULT_MLP_HIDDEN};
-use crate::trainer::TrainOptions;
+use crate::train::TrainOptions;
 use crate::{LabError, Result};
 
 /// Model choice on the command line.

@@ -6,7 +6,7 @@ use downhill::schedule::{PlateauConfig, Schedule};
 use downhill::NonFinitePolicy;
 use downhill_candle::GradClip;
 
-use crate::trainer::TrainOptions;
+use crate::train::TrainOptions;
 use crate::{LabError, Result};
 
 /// What `--nonfinite` does with NaN or infinite gradients.

@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 
 use downhill::Hyperparams;
 
-use super::train::{run_to_folder, RunRequest};
 use super::{describe, set_threads, shell_join};
 use crate::args::CompareArgs;
 use crate::data;
 use crate::optimizers::{lookup, LabOptimizer};
 use crate::run::{Summary, FORMAT_VERSION};
+use crate::train::{run_to_folder, RunRequest};
 use crate::{plot, report, LabError, Result};
 
 /// Parse `--lr NAME=LR` pairs; every name must be one of `selected`.

@@ -13,7 +13,7 @@ use super::{epoch_losses, figure, fmt3, fmt_lr, json_num, write_results, Ctx};
 use crate::models::ModelSpec;
 use crate::plot::{lr_sweep, palette_color, Scale, Series};
 use crate::report::{Outcome, Section};
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::{train_with_config, TrainOptions};
 use crate::Result;
 
 /// One run of the grid.

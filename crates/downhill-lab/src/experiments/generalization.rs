@@ -19,7 +19,7 @@ use crate::models::ModelSpec;
 use crate::plot::{palette_color, LineChart, Scale, Series};
 use crate::report::{Cell, Outcome, Section, Table};
 use crate::rng::SplitMix64;
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::{train_with_config, TrainOptions};
 use crate::Result;
 
 /// The toy data: sparse binary rows (column indices; column 0 holds `y`, ±1) and labels.

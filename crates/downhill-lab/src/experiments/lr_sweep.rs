@@ -14,7 +14,7 @@ use crate::models::ModelSpec;
 use crate::optimizers::LAB_OPTIMIZERS;
 use crate::plot::{lr_sweep, palette_color, Scale, Series};
 use crate::report::{Outcome, Section};
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::{train_with_config, TrainOptions};
 use crate::Result;
 
 #[derive(Debug, Serialize)]

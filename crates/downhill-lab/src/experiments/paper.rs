@@ -18,7 +18,7 @@ use super::{
 use crate::models::ModelSpec;
 use crate::plot::{palette_color, LineChart, Scale, Series};
 use crate::report::{Outcome, Section};
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::{train_with_config, TrainOptions};
 use crate::Result;
 
 #[derive(Debug, Clone, Serialize)]

@@ -16,7 +16,7 @@ use super::{cosine_factor, figure, fmt_lr, last, write_results, Ctx};
 use crate::models::ModelSpec;
 use crate::plot::Heatmap;
 use crate::report::{Outcome, Section};
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::{train_with_config, TrainOptions};
 use crate::Result;
 
 #[derive(Debug, Serialize)]
