@@ -792,7 +792,8 @@ mod tests {
     /// installed, unless `DOWNHILL_REQUIRE_CHROMIUM=1` (as in CI after installing it).
     #[test]
     fn screenshot_of_compare_index_shows_the_plots() {
-        use crate::plot::{palette_color, plot_compare, tests::synthetic_run};
+        use crate::plot::test_support::synthetic_run;
+        use crate::plot::{palette_color, plot_compare};
 
         let dir = tempfile::tempdir().unwrap();
         let mut s = summary();
