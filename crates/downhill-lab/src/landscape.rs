@@ -55,8 +55,7 @@ use clap::ValueEnum;
 use downhill::{Hyperparams, OptimizerConfig, Param, ParamSpec};
 use serde::Serialize;
 
-use crate::plot::{format_tick, render, ContourFigure, Rendered};
-use crate::report::{Cell, Image, Page, Section, Table};
+use crate::plot::{render, ContourFigure, Rendered};
 use crate::{LabError, Result};
 
 /// The 2-D test functions.
@@ -522,56 +521,10 @@ fn trajectories_csv(function: TestFunction, runs: &[TrajectoryRun]) -> String {
     out
 }
 
-/// The report page of a landscape run: one [`Section`] per function with its plot and a table
-/// of the chosen learning rates and final points. Reusable by the experiments report.
-pub fn landscape_page(results: &[LandscapeResult], command: &str) -> Page {
-    let mut page = Page::new("Optimizer trajectories on 2-D test functions");
-    page.intro.push(
-        "Each optimizer moves a single 2-element parameter from the black circle. Its \
-         learning rate is the smallest on a 4-per-decade grid from 1e-5 to 10 whose final \
-         squared distance to the nearest minimum is within 1e-10 of the best, among paths that \
-         stay finite and inside the plot window (for the saddle: the value at the final point, \
-         clamped to the window). Other hyperparameters are the defaults."
-            .into(),
-    );
-    page.command = Some(command.to_string());
-    for r in results {
-        let score = if r.minima.is_empty() {
-            "f(end), clamped"
-        } else {
-            "squared distance to minimum"
-        };
-        let mut table = Table::new(["optimizer", "lr", "end x", "end y", score]);
-        for run in &r.runs {
-            table.row([
-                Cell::text(&run.optimizer),
-                Cell::number(format_tick(run.lr)),
-                Cell::number(format!("{:.4}", run.end[0])),
-                Cell::number(format!("{:.4}", run.end[1])),
-                Cell::number(format!("{:.3e}", run.score)).alert_if(!run.score.is_finite()),
-            ]);
-        }
-        let section = Section::new(format!("{}: {}", r.function.name(), r.formula))
-            .paragraph(format!(
-                "{} steps from ({}, {}); trajectories in {}.",
-                r.steps, r.start[0], r.start[1], r.csv
-            ))
-            .image(
-                Image::new(
-                    &r.png,
-                    format!("contours of {} with trajectories", r.function.name()),
-                )
-                .with_svg(),
-            )
-            .table(table);
-        page.sections.push(section);
-    }
-    page
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::landscape_page;
 
     /// Central differences in f64 with step 1e-6 agree with the analytic gradient to 1e-6
     /// relative, at points spread over each function's window.

@@ -25,12 +25,11 @@ pub fn run_experiment(command: &ExperimentCommand) -> Result<Section> {
     };
     let started = Instant::now();
     let section = ctx.run()?;
-    let mut page = Page::new(section.title.clone());
+    let mut page = Page::of_section(section.clone());
     page.facts.push((
         "time".into(),
         format!("{:.1} s", started.elapsed().as_secs_f64()),
     ));
-    page.sections.push(section.clone());
     let index = page.write(&ctx.out)?;
     if let Some(v) = &section.verdict {
         eprintln!("{name}: {}", v.text);

@@ -4,7 +4,8 @@
 use downhill::{Hyperparams, OPTIMIZER_NAMES};
 
 use crate::args::LandscapeArgs;
-use crate::landscape::{landscape, landscape_page, LandscapeOptions, LandscapeResult};
+use crate::landscape::{landscape, LandscapeOptions, LandscapeResult};
+use crate::report::landscape_page;
 use crate::{LabError, Result};
 
 /// Run `downhill landscape`: one contour plot per function, `landscape.json` with every

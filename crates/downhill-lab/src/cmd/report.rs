@@ -14,113 +14,18 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use super::landscape::run_landscape;
 use crate::args::{LandscapeArgs, ReportArgs};
 use crate::experiments::{self, Ctx};
-use crate::landscape::LandscapeResult;
-use crate::report::{Image, Outcome, Page, Section};
+use crate::report::{failed_section, index_page, landscape_section, relocate, Page, Timing};
 use crate::Result;
-
-#[derive(Debug, Serialize)]
-struct Timing {
-    experiment: String,
-    seconds: f64,
-    ok: bool,
-}
-
-/// Prefix every figure of `section` with `dir/` (its folder inside the report).
-fn relocate(mut section: Section, dir: &str) -> Section {
-    for image in &mut section.images {
-        image.src = format!("{dir}/{}", image.src);
-        image.svg = image.svg.as_ref().map(|s| format!("{dir}/{s}"));
-    }
-    section
-}
-
-fn landscape_section(results: &[LandscapeResult], command: &str) -> Section {
-    let mut section = Section::new("Trajectories on 2-D test functions").claim(
-        "The optimizers' characteristic paths (momentum overshoots, adaptive methods move \
-         along the axes, sign-like updates of Adam and Lion) are visible on 2-D test \
-         functions; each optimizer's lr is chosen by a small search.",
-    );
-    let mut parts = Vec::new();
-    for r in results.iter().filter(|r| r.minima.is_empty()) {
-        if let Some(b) = r
-            .runs
-            .iter()
-            .filter(|t| t.score.is_finite())
-            .min_by(|a, b| a.score.total_cmp(&b.score))
-        {
-            parts.push(format!(
-                "{}: lowest final value {:.2} ({})",
-                r.function.name(),
-                b.score,
-                b.optimizer
-            ));
-        }
-    }
-    for r in results {
-        section = section.image(
-            Image::new(
-                format!("landscape/{}", r.png),
-                format!("{} trajectories", r.function.name()),
-            )
-            .with_svg(),
-        );
-    }
-    for r in results.iter().filter(|r| !r.minima.is_empty()) {
-        let close = r.runs.iter().filter(|t| t.score <= 1e-6).count();
-        let best = r
-            .runs
-            .iter()
-            .filter(|t| t.score.is_finite())
-            .min_by(|a, b| a.score.total_cmp(&b.score));
-        parts.push(format!(
-            "{}: {close} of {} optimizers end within squared distance 1e-6 of a minimum{}",
-            r.function.name(),
-            r.runs.len(),
-            best.map_or(String::new(), |b| format!(
-                ", best {} ({:.1e})",
-                b.optimizer, b.score
-            ))
-        ));
-    }
-    let with_minimum = || results.iter().filter(|r| !r.minima.is_empty());
-    let all_close: usize = with_minimum()
-        .map(|r| r.runs.iter().filter(|t| t.score <= 1e-6).count())
-        .sum();
-    let total: usize = with_minimum().map(|r| r.runs.len()).sum();
-    section
-        .verdict(
-            Outcome::Inconclusive,
-            format!(
-                "{}. In all, {all_close} of {total} trajectories on functions with a minimum end \
-                 within 1e-6 of it; these plots illustrate behaviour and test no claim.",
-                parts.join("; ")
-            ),
-        )
-        .command(command)
-}
 
 /// Run `downhill report`; returns the path of `index.html`.
 pub fn run_report(args: &ReportArgs) -> Result<PathBuf> {
     let started = Instant::now();
     std::fs::create_dir_all(&args.out).map_err(|e| crate::LabError::io(&args.out, e))?;
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-    let mut page = Page::new("downhill: the seed papers' claims, measured");
-    page.intro.push(format!(
-        "Every section runs a small analogue of a claim from the optimizer papers on the \
-         bundled 10k MNIST sample or on synthetic data, and states a verdict computed from the \
-         measured numbers (each experiment's results.json). {}",
-        if args.quick {
-            "This is the --quick smoke version: tiny grids and few epochs, so the verdicts \
-             are noisy and say little."
-        } else {
-            "Small scale, one seed: read the verdicts as evidence at this scale only."
-        }
-    ));
+    let mut sections = Vec::new();
     let mut timings = Vec::new();
     for e in experiments::in_report_order()
         .into_iter()
@@ -139,19 +44,12 @@ pub fn run_report(args: &ReportArgs) -> Result<PathBuf> {
         let ok = result.is_ok();
         let section = match result {
             Ok(s) => {
-                let mut one = Page::new(s.title.clone());
-                one.sections.push(s.clone());
-                one.write(&ctx.out)?;
+                Page::of_section(s.clone()).write(&ctx.out)?;
                 relocate(s, e.name)
             }
-            Err(err) => Section::new(e.name)
-                .verdict(
-                    Outcome::Inconclusive,
-                    format!("The experiment failed: {err}"),
-                )
-                .command(ctx.command()),
+            Err(err) => failed_section(e.name, &err.to_string(), ctx.command()),
         };
-        page.sections.push(section);
+        sections.push(section);
         timings.push(Timing {
             experiment: e.name.into(),
             seconds,
@@ -176,7 +74,7 @@ pub fn run_report(args: &ReportArgs) -> Result<PathBuf> {
             "downhill landscape --function all --steps {steps} --out {}",
             out.display()
         );
-        page.sections.push(landscape_section(&results, &command));
+        sections.push(landscape_section(&results, &command));
         timings.push(Timing {
             experiment: "landscape".into(),
             seconds: t.elapsed().as_secs_f64(),
@@ -184,18 +82,7 @@ pub fn run_report(args: &ReportArgs) -> Result<PathBuf> {
         });
     }
     let total = started.elapsed().as_secs_f64();
-    page.facts.push((
-        "run time".into(),
-        format!(
-            "{total:.0} s ({})",
-            timings
-                .iter()
-                .map(|t| format!("{} {:.0} s", t.experiment, t.seconds))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    ));
-    page.command = Some(command(args));
+    let page = index_page(args.quick, sections, &timings, total, command(args));
     crate::run::write_json(&args.out.join("timings.json"), &timings)?;
     let index = page.write(&args.out)?;
     eprintln!("report: wrote {} in {total:.1} s", index.display());
