@@ -55,32 +55,36 @@ mod tests {
     use crate::run;
     use clap::Parser;
 
+    /// `downhill train FLAGS`, parsed.
+    fn train_args(flags: &[&str]) -> TrainArgs {
+        let argv = ["downhill", "train"].iter().chain(flags);
+        let Command::Train(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not train")
+        };
+        args
+    }
+
+    /// `downhill train FLAGS` for one quiet epoch of logistic regression in batches of 500,
+    /// written to `out`.
+    fn quick_train_args(out: &Path, flags: &[&str]) -> TrainArgs {
+        let out = out.to_str().unwrap();
+        let quick = ["--model", "logreg", "--epochs", "1", "--batch-size", "500"];
+        let argv: Vec<&str> = quick
+            .into_iter()
+            .chain(["--quiet", "--out", out])
+            .chain(flags.iter().copied())
+            .collect();
+        train_args(&argv)
+    }
+
     #[test]
     fn train_writes_one_run_folder_with_the_hyperparameters() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        let cli = Cli::try_parse_from([
-            "downhill",
-            "train",
-            "--optimizer",
-            "momentum",
-            "--lr",
-            "0.05",
-            "--nesterov",
-            "--model",
-            "logreg",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "500",
-            "--quiet",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .unwrap();
-        let Command::Train(args) = cli.command else {
-            panic!("not train")
-        };
+        let args = quick_train_args(
+            &out,
+            &["--optimizer", "momentum", "--lr", "0.05", "--nesterov"],
+        );
         run_train(&args).unwrap();
         let (config, metrics) = run::read_run(&out).unwrap();
         assert_eq!(config.optimizer, "momentum");
@@ -96,18 +100,7 @@ mod tests {
 
     #[test]
     fn unknown_hyperparameter_for_the_optimizer_is_a_config_error() {
-        let cli = Cli::try_parse_from([
-            "downhill",
-            "train",
-            "--optimizer",
-            "sgd",
-            "--betas",
-            "0.9,0.99",
-        ])
-        .unwrap();
-        let Command::Train(args) = cli.command else {
-            panic!("not train")
-        };
+        let args = train_args(&["--optimizer", "sgd", "--betas", "0.9,0.99"]);
         let err = run_train(&args).unwrap_err();
         assert_eq!(err.kind(), crate::LabErrorKind::Optimizer);
         assert!(err.to_string().contains("betas"), "{err}");
@@ -117,37 +110,25 @@ mod tests {
     fn train_with_schedule_clipping_and_accumulation_records_them() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
-        let cli = Cli::try_parse_from([
-            "downhill",
-            "train",
-            "--optimizer",
-            "adamw",
-            "--model",
-            "logreg",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "500",
-            "--schedule",
-            "cosine:total=16,min=0.1",
-            "--warmup-steps",
-            "4",
-            "--clip-global-norm",
-            "0.5",
-            "--accumulate",
-            "2",
-            "--nonfinite",
-            "skip",
-            "--no-decay-bias-norm",
-            "--no-train-accuracy",
-            "--quiet",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .unwrap();
-        let Command::Train(args) = cli.command else {
-            panic!("not train")
-        };
+        let args = quick_train_args(
+            &out,
+            &[
+                "--optimizer",
+                "adamw",
+                "--schedule",
+                "cosine:total=16,min=0.1",
+                "--warmup-steps",
+                "4",
+                "--clip-global-norm",
+                "0.5",
+                "--accumulate",
+                "2",
+                "--nonfinite",
+                "skip",
+                "--no-decay-bias-norm",
+                "--no-train-accuracy",
+            ],
+        );
         run_train(&args).unwrap();
         let (config, metrics) = run::read_run(&out).unwrap();
         let t = run::read_training(&out).unwrap().unwrap();

@@ -277,11 +277,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     };
     let spec = ModelSpec::mlp(&[hidden], 0.0);
     let opts = TrainOptions {
-        epochs,
-        batch_size: 128,
-        seed: ctx.seed,
         eval_train: true,
-        ..TrainOptions::default()
+        ..ctx.train_options(epochs)
     };
     let mut mnist = Vec::new();
     let mut acc_chart = LineChart::new(

@@ -40,6 +40,7 @@ pub use common::{
 
 use crate::data::{self, DataSource, Split};
 use crate::report::Section;
+use crate::train::TrainOptions;
 use crate::{LabError, Result};
 
 /// An experiment: its names, its place on the report and the function that runs it.
@@ -181,6 +182,18 @@ impl Ctx {
     pub fn run(&self) -> Result<Section> {
         std::fs::create_dir_all(&self.out).map_err(|e| LabError::io(&self.out, e))?;
         (self.experiment.run)(self)
+    }
+
+    /// Training options of the experiment's MNIST runs: `epochs` epochs of mini-batches of
+    /// 128 from its seed, without the per-epoch training accuracy.
+    pub fn train_options(&self, epochs: usize) -> TrainOptions {
+        TrainOptions {
+            epochs,
+            batch_size: 128,
+            seed: self.seed,
+            eval_train: false,
+            ..TrainOptions::default()
+        }
     }
 
     /// The bundled MNIST split.

@@ -102,12 +102,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     };
     // Figure 1: logistic regression, α/√t.
     let logreg_opts = TrainOptions {
-        epochs: lr_epochs,
-        batch_size: 128,
-        seed: ctx.seed,
-        eval_train: false,
         lr_factor: Some(inverse_sqrt_factor()),
-        ..TrainOptions::default()
+        ..ctx.train_options(lr_epochs)
     };
     let mut logreg = Vec::new();
     for (label, name) in OPTIMIZERS {
@@ -142,13 +138,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
 
     // Figure 2: MLP with dropout.
     let spec = ModelSpec::mlp(&[hidden, hidden], 0.5);
-    let mlp_opts = TrainOptions {
-        epochs: mlp_epochs,
-        batch_size: 128,
-        seed: ctx.seed,
-        eval_train: false,
-        ..TrainOptions::default()
-    };
+    let mlp_opts = ctx.train_options(mlp_epochs);
     let mut mlp = Vec::new();
     for (label, name) in OPTIMIZERS {
         let lr = match name {

@@ -69,12 +69,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let spec = ModelSpec::mlp(&[hidden], 0.0);
     let steps = epochs * split.train.len().div_ceil(128);
     let opts = TrainOptions {
-        epochs,
-        batch_size: 128,
-        seed: ctx.seed,
-        eval_train: false,
         lr_factor: Some(cosine_factor(steps)),
-        ..TrainOptions::default()
+        ..ctx.train_options(epochs)
     };
     let mut out = Vec::new();
     let mut images = Vec::new();

@@ -101,13 +101,7 @@ pub fn train_with_config(
             opts,
         );
     }
-    let model = Model::new(
-        spec,
-        data.train.rows,
-        data.train.cols,
-        NUM_CLASSES,
-        opts.seed,
-    )?;
+    let model = new_model(spec, data, opts)?;
     let inner = build_without_decay_on_bias_norm(config, model.vars())?;
     let optimizer = CandleOptimizer::with_optimizer(model.vars().to_vec(), inner)?;
     train_model(model, optimizer, data, opts)
@@ -121,14 +115,19 @@ pub fn train(
     data: &Split,
     opts: &TrainOptions,
 ) -> Result<RunResult> {
-    let model = Model::new(
+    let model = new_model(spec, data, opts)?;
+    let specs = CandleOptimizer::param_specs(model.vars())?;
+    let optimizer = CandleOptimizer::with_optimizer(model.vars().to_vec(), build(&specs)?)?;
+    train_model(model, optimizer, data, opts)
+}
+
+/// `spec` for `data`'s images, initialised from `opts.seed`.
+fn new_model(spec: &ModelSpec, data: &Split, opts: &TrainOptions) -> Result<Model> {
+    Model::new(
         spec,
         data.train.rows,
         data.train.cols,
         NUM_CLASSES,
         opts.seed,
-    )?;
-    let specs = CandleOptimizer::param_specs(model.vars())?;
-    let optimizer = CandleOptimizer::with_optimizer(model.vars().to_vec(), build(&specs)?)?;
-    train_model(model, optimizer, data, opts)
+    )
 }
