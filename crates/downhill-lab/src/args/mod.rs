@@ -7,11 +7,11 @@
 //! | [`training`] | schedules, clipping, non-finite policy, accumulation, groups (`compare`, `train`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
 //! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`schedule`], [`report`] | one subcommand each |
-//! | [`experiment`] | the flags every experiment subcommand takes |
+//! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
 //!
-//! The second layer validates these flags into typed options: [`CommonArgs::train_options`],
-//! [`CommonArgs::model_spec`] and [`TrainingArgs::apply`] here, the rest in the subcommands
-//! ([`crate::cmd`]).
+//! [`Cli`] and its [`Command`] enum put them together. The second layer validates these flags
+//! into typed options: [`CommonArgs::train_options`], [`CommonArgs::model_spec`] and
+//! [`TrainingArgs::apply`] here, the rest in the subcommands ([`crate::cmd`]).
 
 pub mod bench;
 pub mod common;
