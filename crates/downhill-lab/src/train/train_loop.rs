@@ -51,6 +51,8 @@ struct Batch {
 }
 
 impl Batch {
+    /// Copy the examples `indices` of `data` into the buffers and return them as tensors:
+    /// images `(n, pixels)` and labels `(n,)`.
     fn fill(&mut self, data: &Dataset, indices: &[usize]) -> Result<(Tensor, Tensor)> {
         self.images.clear();
         self.labels.clear();
@@ -64,6 +66,8 @@ impl Batch {
     }
 }
 
+/// A bar of `total` steps labelled `opts.label`; hidden unless `opts.progress` and stderr is a
+/// terminal.
 fn progress_bar(opts: &TrainOptions, total: u64) -> ProgressBar {
     if !opts.progress || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -274,7 +278,7 @@ impl Trainer<'_> {
                     self.optimizer.set_lr(g, base * factor)?;
                 }
             }
-            let (value, finite) = self.step_on(indices, &mut dropout)?;
+            let (value, finite) = self.optimizer_step(indices, &mut dropout)?;
             self.step += 1;
             let step = self.step;
             self.metrics
@@ -330,7 +334,11 @@ impl Trainer<'_> {
     /// gradients accumulated and the step taken on the last one. Returns the mean loss and
     /// whether to go on: `false` when a micro-batch loss is not finite under
     /// [`NonFinitePolicy::Apply`], which stops before that micro-batch's backward pass.
-    fn step_on(&mut self, indices: &[usize], dropout: &mut SplitMix64) -> Result<(f64, bool)> {
+    fn optimizer_step(
+        &mut self,
+        indices: &[usize],
+        dropout: &mut SplitMix64,
+    ) -> Result<(f64, bool)> {
         let k = self.opts.accumulate;
         let mut value = 0.0f64;
         for part in 0..k {
