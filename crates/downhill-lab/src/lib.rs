@@ -2,38 +2,39 @@
 //! and plot the results.
 //!
 //! The binary is `downhill` (`cargo run --release -- compare` from the workspace root). The
-//! library exposes the pieces so that experiments can call them directly:
+//! library exposes the pieces so that experiments can call them directly. Each folder is one
+//! layer:
 //!
-//! - [`data`]: IDX reader and the bundled 10k MNIST sample with a seeded stratified split;
-//! - [`models`]: logistic regression, MLP and a small CNN in candle with seeded initialisation;
-//! - [`trainer`]: the training loop ([`trainer::train`]) returning every metric;
-//! - [`run`]: the on-disk format of a run folder (`config.json`, `metrics.csv`) and of a
-//!   comparison (`summary.json`);
-//! - [`compare`] and [`train`]: the `compare` and `train` subcommands;
-//! - [`plot`], [`report`], [`landscape`], [`hparams`]: plots, the HTML report, 2-D landscapes and
-//!   the PyTorch-named hyperparameter flags.
-//! - [`experiments`] and [`report_cmd`]: one subcommand per claim of the seed papers, each with
-//!   figures, `results.json` and a verdict computed from the numbers; `downhill report` runs them
-//!   all into one page.
+//! | module | what lives there |
+//! |---|---|
+//! | [`args`] | the command line's clap flags: one file per subcommand, plus the shared sets (common, training, PyTorch-named hyperparameters) |
+//! | [`cmd`] | one file per subcommand: validate the flags, run the library, print |
+//! | [`data`] | IDX reader and the bundled 10k MNIST sample with a seeded stratified split |
+//! | [`models`] | logistic regression, MLP and a small CNN in candle with seeded initialisation |
+//! | [`optimizers`] | the lab's optimizer names, labels and default learning rates |
+//! | [`train`] | the training loop ([`train::train`]) returning every metric, checkpoints, and one run written to its folder |
+//! | [`run`] | the on-disk format of a run folder (`config.json`, `metrics.csv`) and of a comparison (`summary.json`) |
+//! | [`plot`] | chart primitives, line charts, heatmaps, contour plots and the plots of run folders |
+//! | [`report`] | the static HTML builder and the pages built with it (comparison, landscapes, report) |
+//! | [`landscape`] | 2-D test functions, optimizer trajectories on them and the learning-rate search |
+//! | [`experiments`] | the registry of experiments, one module per claim of the seed papers, each with figures, `results.json` and a verdict computed from the numbers |
+//! | [`rng`] | the seeded generator every random draw comes from |
+//!
+//! One error type, [`LabError`], serves the whole crate.
 #![warn(missing_docs)]
 
-pub mod bench;
-pub mod cli;
-pub mod compare;
+pub mod args;
+pub mod cmd;
 pub mod data;
 pub mod experiments;
-pub mod hparams;
 pub mod landscape;
 pub mod models;
 pub mod optimizers;
 pub mod plot;
 pub mod report;
-pub mod report_cmd;
 pub mod rng;
 pub mod run;
-pub mod schedule_cmd;
 pub mod train;
-pub mod trainer;
 
 mod error;
 

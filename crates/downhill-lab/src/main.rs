@@ -3,40 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use downhill_lab::cli::{Cli, Command};
-use downhill_lab::{bench, compare, landscape, plot, train, LabError, LabErrorKind};
-
-fn experiment(
-    name: &str,
-    args: &downhill_lab::experiments::ExperimentArgs,
-) -> Result<(), LabError> {
-    downhill_lab::experiments::run_experiment(name, args).map(|_| ())
-}
-
-fn run(cli: Cli) -> Result<(), LabError> {
-    match cli.command {
-        Command::Compare(args) => compare::run_compare(&args).map(|_| ()),
-        Command::Train(args) => train::run_train(&args),
-        Command::Plot(args) => {
-            for dir in &args.run_dirs {
-                plot::plot_run(dir)?;
-            }
-            Ok(())
-        }
-        Command::Trace(args) => landscape::run_trace(&args),
-        Command::Landscape(args) => landscape::run_landscape(&args).map(|_| ()),
-        Command::Bench(args) => bench::run_bench(&args),
-        Command::Schedule(args) => downhill_lab::schedule_cmd::run_schedule(&args),
-        Command::BiasCorrection(args) => experiment("bias-correction", &args),
-        Command::WeightDecay(args) => experiment("weight-decay", &args),
-        Command::Sparse(args) => experiment("sparse", &args),
-        Command::LrSweep(args) => experiment("lr-sweep", &args),
-        Command::Generalization(args) => experiment("generalization", &args),
-        Command::LargeBatch(args) => experiment("large-batch", &args),
-        Command::Paper(args) => experiment("paper", &args),
-        Command::Report(args) => downhill_lab::report_cmd::run_report(&args).map(|_| ()),
-    }
-}
+use downhill_lab::args::Cli;
+use downhill_lab::{cmd, LabErrorKind};
 
 /// candle's CPU thread pool spins up to 25,000 iterations waiting for work; on a machine whose
 /// cores are shared (2 cores, other processes), that spinning steals the cores the other
@@ -52,7 +20,7 @@ fn limit_candle_spinning() {
 fn main() -> ExitCode {
     limit_candle_spinning();
     let cli = Cli::parse();
-    match run(cli) {
+    match cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -5,15 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-const EXPERIMENTS: &[&str] = &[
-    "paper",
-    "bias-correction",
-    "sparse",
-    "lr-sweep",
-    "weight-decay",
-    "generalization",
-    "large-batch",
-];
+use downhill_lab::experiments::EXPERIMENTS;
 
 /// The text of the first verdict paragraph of an experiment page.
 fn verdict(html: &str) -> String {
@@ -97,7 +89,7 @@ fn quick_report_writes_every_experiment_with_computed_verdicts() {
     for t in timings.as_array().unwrap() {
         assert_eq!(t["ok"], true, "{t}");
     }
-    for name in EXPERIMENTS {
+    for name in EXPERIMENTS.iter().map(|e| e.name) {
         check_experiment(&out.join(name));
         assert!(
             index.contains(&format!("{name}/")),

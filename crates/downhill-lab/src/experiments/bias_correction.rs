@@ -13,7 +13,7 @@ use super::{epoch_losses, figure, fmt3, fmt_lr, json_num, write_results, Ctx};
 use crate::models::ModelSpec;
 use crate::plot::{lr_sweep, palette_color, Scale, Series};
 use crate::report::{Outcome, Section};
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::train_with_config;
 use crate::Result;
 
 /// One run of the grid.
@@ -61,13 +61,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         (&[1e-4, 1e-3, 1e-2, 1e-1], 5, 128)
     };
     let spec = ModelSpec::mlp(&[hidden], 0.0);
-    let opts = TrainOptions {
-        epochs,
-        batch_size: 128,
-        seed: ctx.seed,
-        eval_train: false,
-        ..TrainOptions::default()
-    };
+    let opts = ctx.train_options(epochs);
     let mut runs = Vec::new();
     // losses[b1][b2][bc][lr] = (epoch 1, final)
     let mut losses = vec![vec![vec![vec![(0.0, 0.0); lrs.len()]; 2]; BETA2.len()]; BETA1.len()];
@@ -254,7 +248,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     } else {
         Outcome::NotReproduced
     };
-    let mut section = Section::new("Bias correction in Adam")
+    let mut section = ctx
+        .section()
         .claim(
             "Without bias correction, β2 close to 1 leads to instabilities, especially early in \
              training; Adam (with correction) performs equal or better than RMSProp with \
@@ -276,7 +271,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     for image in images {
         section = section.image(image);
     }
-    Ok(section
-        .verdict(outcome, text)
-        .command(ctx.command("bias-correction")))
+    Ok(section.verdict(outcome, text))
 }

@@ -19,7 +19,7 @@ use crate::models::ModelSpec;
 use crate::plot::{palette_color, LineChart, Scale, Series};
 use crate::report::{Cell, Outcome, Section, Table};
 use crate::rng::SplitMix64;
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::{train_with_config, TrainOptions};
 use crate::Result;
 
 /// The toy data: sparse binary rows (column indices; column 0 holds `y`, ±1) and labels.
@@ -277,11 +277,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     };
     let spec = ModelSpec::mlp(&[hidden], 0.0);
     let opts = TrainOptions {
-        epochs,
-        batch_size: 128,
-        seed: ctx.seed,
         eval_train: true,
-        ..TrainOptions::default()
+        ..ctx.train_options(epochs)
     };
     let mut mnist = Vec::new();
     let mut acc_chart = LineChart::new(
@@ -435,7 +432,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     } else {
         Outcome::NotReproduced
     };
-    Ok(Section::new("Generalisation of adaptive methods")
+    Ok(ctx
+        .section()
         .claim(
             "Adaptive methods (AdaGrad, RMSProp, Adam) can find solutions that generalise \
              worse than gradient descent's: on the toy of Wilson et al. 2017 they call every \
@@ -452,6 +450,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         .image(img_toy)
         .image(img_mnist)
         .table(table)
-        .verdict(outcome, text)
-        .command(ctx.command("generalization")))
+        .verdict(outcome, text))
 }

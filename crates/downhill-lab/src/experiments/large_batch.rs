@@ -4,7 +4,7 @@
 //! full) and then a polynomial (power 2) decay to 0 (You et al. 2017, 2020). Biases get no
 //! weight decay and no trust ratio (their own parameter group).
 //!
-//! The loop is written here (not [`crate::trainer`]) to read every layer's `‖w‖` and `‖g‖`
+//! The loop is written here (not [`crate::train`]) to read every layer's `‖w‖` and `‖g‖`
 //! during training (about 150 samples per run): the spread of `‖w‖/‖g‖` across layers is what motivates LARS's per-layer
 //! learning rates. Measured: the final test accuracy of every (optimizer, batch size), and the
 //! per-layer ratios.
@@ -20,7 +20,7 @@ use crate::models::{cross_entropy, Model, ModelSpec};
 use crate::plot::{palette_color, LegendPosition, LineChart, Scale, Series};
 use crate::report::{Outcome, Section};
 use crate::rng::SplitMix64;
-use crate::trainer::{evaluate, is_bias_or_norm};
+use crate::train::{evaluate, is_bias_or_norm};
 use crate::{LabError, Result};
 
 /// (label, core name, lr at the smallest batch, weight decay, sqrt scaling).
@@ -333,7 +333,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         (false, false) => Outcome::NotReproduced,
         _ => Outcome::Mixed,
     };
-    Ok(Section::new("Large batches: LARS and LAMB")
+    Ok(ctx.section()
         .claim(
             "Layer-wise trust ratios (LARS for SGD with momentum, LAMB for Adam) keep very large \
              batches trainable where linear lr scaling with warm-up degrades or diverges. (You \
@@ -354,6 +354,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ))
         .image(img_acc)
         .image(img_ratio)
-        .verdict(outcome, text)
-        .command(ctx.command("large-batch")))
+        .verdict(outcome, text))
 }

@@ -14,7 +14,7 @@ use crate::models::ModelSpec;
 use crate::optimizers::LAB_OPTIMIZERS;
 use crate::plot::{lr_sweep, palette_color, Scale, Series};
 use crate::report::{Outcome, Section};
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::train_with_config;
 use crate::Result;
 
 #[derive(Debug, Serialize)]
@@ -59,13 +59,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         )
     };
     let lrs: Vec<f64> = exps.iter().map(|e| 10f64.powf(*e)).collect();
-    let opts = TrainOptions {
-        epochs,
-        batch_size: 128,
-        seed: ctx.seed,
-        eval_train: false,
-        ..TrainOptions::default()
-    };
+    let opts = ctx.train_options(epochs);
     let mut table = Vec::new();
     for o in LAB_OPTIMIZERS {
         let mut losses = Vec::new();
@@ -161,7 +155,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         sgd,
         mom
     );
-    Ok(Section::new("Learning-rate sensitivity")
+    Ok(ctx
+        .section()
         .claim(
             "Adam converges fast and its default learning rate works across problems: adaptive \
              methods are less sensitive to the learning rate than SGD (Kingma & Ba 2015); \
@@ -180,6 +175,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             fmt_lr(lrs[lrs.len() - 1])
         ))
         .image(img)
-        .verdict(outcome, text)
-        .command(ctx.command("lr-sweep")))
+        .verdict(outcome, text))
 }

@@ -13,9 +13,17 @@
 //! | `paper` | the Adam paper's figures 1 and 2 at small scale | [`paper`] |
 //!
 //! Every experiment takes `--out DIR`, `--quick` (a smoke version for CI) and `--seed`.
-//! `downhill report` ([`crate::report_cmd`]) runs them all and writes one page.
+//! `downhill report` ([`crate::cmd::report`]) runs them all and writes one page.
+//!
+//! # Adding an experiment
+//!
+//! An experiment is its module, whose `run(&Ctx) -> Result<Section>` starts from
+//! [`Ctx::section`], and one line in [`EXPERIMENTS`]: that line makes its subcommand (name,
+//! help and the [`ExperimentArgs`](crate::args::ExperimentArgs) flags), its folder, its
+//! `report --only` name and its place on the report.
 
 pub mod bias_correction;
+mod common;
 pub mod generalization;
 pub mod large_batch;
 pub mod lr_sweep;
@@ -23,35 +31,127 @@ pub mod paper;
 pub mod sparse;
 pub mod weight_decay;
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
-use clap::Args;
-use serde::Serialize;
+pub use common::{
+    cosine_factor, epoch_loss, epoch_losses, figure, fmt3, fmt_lr, inverse_sqrt_factor, json_num,
+    last, warmup_factor, write_results,
+};
 
 use crate::data::{self, DataSource, Split};
-use crate::plot::{render, Figure};
-use crate::report::{Image, Page, Section};
-use crate::run::{MetricPoint, Metrics};
+use crate::report::Section;
+use crate::train::TrainOptions;
 use crate::{LabError, Result};
 
-/// Flags shared by every experiment subcommand.
-#[derive(Args, Clone, Debug)]
-pub struct ExperimentArgs {
-    /// Output folder (default `out/<experiment>`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Smoke version: smaller grids and fewer epochs (seconds, for CI).
-    #[arg(long)]
-    pub quick: bool,
-    /// Seed of the data split, initialisation, batch order and synthetic data.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+/// An experiment: its names, its place on the report and the function that runs it.
+#[derive(Debug)]
+pub struct Experiment {
+    /// Subcommand, folder (`out/NAME` on its own, `OUT/NAME` in the report) and
+    /// `report --only` name.
+    pub name: &'static str,
+    /// What it does, in one line; its subcommand's help reads `Experiment: ABOUT`.
+    pub about: &'static str,
+    /// Heading of its section.
+    pub title: &'static str,
+    /// Position of its section on `downhill report` (0 first).
+    pub report_position: usize,
+    /// Runs it in [`Ctx::out`] and returns its section, figure sources relative to that folder.
+    pub run: fn(&Ctx) -> Result<Section>,
+}
+
+impl Experiment {
+    const fn new(
+        name: &'static str,
+        about: &'static str,
+        title: &'static str,
+        report_position: usize,
+        run: fn(&Ctx) -> Result<Section>,
+    ) -> Self {
+        Experiment {
+            name,
+            about,
+            title,
+            report_position,
+            run,
+        }
+    }
+
+    /// The help line of its subcommand.
+    pub fn help(&self) -> String {
+        format!("Experiment: {}", self.about)
+    }
+}
+
+/// Every experiment, one line each, in the order of `downhill --help`.
+pub const EXPERIMENTS: &[Experiment] = &[
+    Experiment::new(
+        "bias-correction",
+        "Adam with vs without bias correction over beta1 x beta2 x lr",
+        "Bias correction in Adam",
+        1,
+        bias_correction::run,
+    ),
+    Experiment::new(
+        "weight-decay",
+        "test-error heatmaps over lr x weight decay for Adam + L2 and AdamW",
+        "Weight decay: Adam + L2 vs AdamW",
+        4,
+        weight_decay::run,
+    ),
+    Experiment::new(
+        "sparse",
+        "sparse bag-of-words logistic regression, AdaGrad vs SGD-Nesterov vs Adam",
+        "Sparse features: AdaGrad vs SGD-Nesterov",
+        2,
+        sparse::run,
+    ),
+    Experiment::new(
+        "lr-sweep",
+        "final loss against learning rate for every optimizer",
+        "Learning-rate sensitivity",
+        3,
+        lr_sweep::run,
+    ),
+    Experiment::new(
+        "generalization",
+        "Wilson et al.'s toy and MNIST train-test gap, adaptive vs SGD",
+        "Generalisation of adaptive methods",
+        5,
+        generalization::run,
+    ),
+    Experiment::new(
+        "large-batch",
+        "SGD-momentum vs LARS and AdamW vs LAMB across batch sizes",
+        "Large batches: LARS and LAMB",
+        6,
+        large_batch::run,
+    ),
+    Experiment::new(
+        "paper",
+        "analogues of the Adam paper's figures 1 and 2",
+        "The Adam paper's figures 1 and 2",
+        0,
+        paper::run,
+    ),
+];
+
+/// The experiment named `name`.
+pub fn find(name: &str) -> Option<&'static Experiment> {
+    EXPERIMENTS.iter().find(|e| e.name == name)
+}
+
+/// Every experiment in the order of its section on the report.
+pub fn in_report_order() -> Vec<&'static Experiment> {
+    let mut order: Vec<&'static Experiment> = EXPERIMENTS.iter().collect();
+    order.sort_by_key(|e| e.report_position);
+    order
 }
 
 /// Where and how an experiment runs.
 #[derive(Clone, Debug)]
 pub struct Ctx {
+    /// The experiment.
+    pub experiment: &'static Experiment,
     /// Output folder of this experiment (figures, `results.json`).
     pub out: PathBuf,
     /// Smoke version.
@@ -61,19 +161,39 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The command line that regenerates experiment `name` into `self.out`.
-    pub fn command(&self, name: &str) -> String {
+    /// The command line that regenerates the experiment into `self.out`.
+    pub fn command(&self) -> String {
         format!(
-            "downhill {name} --out {} --seed {}{}",
+            "downhill {} --out {} --seed {}{}",
+            self.experiment.name,
             self.out.display(),
             self.seed,
             if self.quick { " --quick" } else { "" }
         )
     }
 
-    /// Create the output folder.
-    pub fn create(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.out).map_err(|e| LabError::io(&self.out, e))
+    /// The experiment's section, titled and with the command that regenerates it; the
+    /// experiment adds its claim, figures, tables and verdict.
+    pub fn section(&self) -> Section {
+        Section::new(self.experiment.title).command(self.command())
+    }
+
+    /// Create the output folder and run the experiment in it.
+    pub fn run(&self) -> Result<Section> {
+        std::fs::create_dir_all(&self.out).map_err(|e| LabError::io(&self.out, e))?;
+        (self.experiment.run)(self)
+    }
+
+    /// Training options of the experiment's MNIST runs: `epochs` epochs of mini-batches of
+    /// 128 from its seed, without the per-epoch training accuracy.
+    pub fn train_options(&self, epochs: usize) -> TrainOptions {
+        TrainOptions {
+            epochs,
+            batch_size: 128,
+            seed: self.seed,
+            eval_train: false,
+            ..TrainOptions::default()
+        }
     }
 
     /// The bundled MNIST split.
@@ -82,161 +202,25 @@ impl Ctx {
     }
 }
 
-/// An experiment: its subcommand name and the function that runs it and returns its section
-/// (figure sources relative to the experiment's folder).
-#[derive(Clone, Copy, Debug)]
-pub struct Experiment {
-    /// Subcommand and folder name.
-    pub name: &'static str,
-    /// Runs the experiment.
-    pub run: fn(&Ctx) -> Result<Section>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Every experiment, in report order.
-pub const EXPERIMENTS: &[Experiment] = &[
-    Experiment {
-        name: "paper",
-        run: paper::run,
-    },
-    Experiment {
-        name: "bias-correction",
-        run: bias_correction::run,
-    },
-    Experiment {
-        name: "sparse",
-        run: sparse::run,
-    },
-    Experiment {
-        name: "lr-sweep",
-        run: lr_sweep::run,
-    },
-    Experiment {
-        name: "weight-decay",
-        run: weight_decay::run,
-    },
-    Experiment {
-        name: "generalization",
-        run: generalization::run,
-    },
-    Experiment {
-        name: "large-batch",
-        run: large_batch::run,
-    },
-];
-
-/// Run experiment `name` as a subcommand: write its figures, `results.json` and an
-/// `index.html` with its one section into `--out` (default `out/NAME`).
-pub fn run_experiment(name: &str, args: &ExperimentArgs) -> Result<Section> {
-    let experiment = EXPERIMENTS
-        .iter()
-        .find(|e| e.name == name)
-        .ok_or_else(|| LabError::config(format!("unknown experiment {name:?}")))?;
-    let ctx = Ctx {
-        out: args
-            .out
-            .clone()
-            .unwrap_or_else(|| Path::new("out").join(name)),
-        quick: args.quick,
-        seed: args.seed,
-    };
-    ctx.create()?;
-    let started = Instant::now();
-    let section = (experiment.run)(&ctx)?;
-    let mut page = Page::new(section.title.clone());
-    page.facts.push((
-        "time".into(),
-        format!("{:.1} s", started.elapsed().as_secs_f64()),
-    ));
-    page.sections.push(section.clone());
-    let index = page.write(&ctx.out)?;
-    if let Some(v) = &section.verdict {
-        eprintln!("{name}: {}", v.text);
+    #[test]
+    fn names_are_unique_and_report_positions_a_permutation() {
+        let mut names: Vec<&str> = EXPERIMENTS.iter().map(|e| e.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EXPERIMENTS.len());
+        let positions: Vec<usize> = in_report_order()
+            .iter()
+            .map(|e| e.report_position)
+            .collect();
+        assert_eq!(positions, (0..EXPERIMENTS.len()).collect::<Vec<_>>());
+        assert_eq!(
+            find("paper").map(|e| e.title),
+            Some("The Adam paper's figures 1 and 2")
+        );
+        assert!(find("nope").is_none());
     }
-    eprintln!("{name}: wrote {}", index.display());
-    Ok(section)
-}
-
-/// Render `figure` to `DIR/STEM.png` and `.svg` and return the report image (relative src).
-pub fn figure(figure: &impl Figure, dir: &Path, stem: &str, alt: &str) -> Result<Image> {
-    render(figure, &dir.join(stem))?;
-    Ok(Image::new(format!("{stem}.png"), alt).with_svg())
-}
-
-/// Write `value` as `DIR/results.json`.
-pub fn write_results<T: Serialize>(dir: &Path, value: &T) -> Result<()> {
-    crate::run::write_json(&dir.join("results.json"), value)
-}
-
-/// Mean mini-batch training loss of `epoch` (1-based); infinity if the run diverged before or
-/// during that epoch (a non-finite loss, or no step recorded for it).
-pub fn epoch_loss(metrics: &Metrics, epoch: usize) -> f64 {
-    let values: Vec<f64> = metrics
-        .train_loss
-        .iter()
-        .filter(|p| p.epoch == epoch)
-        .map(|p| p.value)
-        .collect();
-    if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
-        return f64::INFINITY;
-    }
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
-/// Mean training loss of every epoch `1..=epochs`, infinity from the epoch a run diverged.
-pub fn epoch_losses(metrics: &Metrics, epochs: usize) -> Vec<f64> {
-    let mut out: Vec<f64> = (1..=epochs).map(|e| epoch_loss(metrics, e)).collect();
-    for i in 1..out.len() {
-        if !out[i - 1].is_finite() {
-            out[i] = f64::INFINITY;
-        }
-    }
-    out
-}
-
-/// The last value of a metric series (NaN when empty).
-pub fn last(series: &[MetricPoint]) -> f64 {
-    series.last().map_or(f64::NAN, |p| p.value)
-}
-
-/// A finite number for JSON (`serde_json` writes non-finite floats as `null`).
-pub fn json_num(v: f64) -> Option<f64> {
-    v.is_finite().then_some(v)
-}
-
-/// `v` with 3 significant digits, or `diverged`.
-pub fn fmt3(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.3}")
-    } else {
-        "diverged".into()
-    }
-}
-
-/// A learning rate as text (`1e-3`, `3e-4`).
-pub fn fmt_lr(lr: f64) -> String {
-    crate::plot::format_tick(lr)
-}
-
-/// Cosine decay from 1 to 0 over `total` steps, as an lr multiplier.
-pub fn cosine_factor(total: usize) -> crate::trainer::LrFactor {
-    std::sync::Arc::new(move |t: usize| {
-        let frac = (t as f64 / total.max(1) as f64).min(1.0);
-        0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
-    })
-}
-
-/// `1/sqrt(t+1)` (the Adam paper's α/√t), as an lr multiplier.
-pub fn inverse_sqrt_factor() -> crate::trainer::LrFactor {
-    std::sync::Arc::new(|t: usize| 1.0 / ((t + 1) as f64).sqrt())
-}
-
-/// Linear warm-up over `warmup` steps, then constant, as an lr multiplier.
-pub fn warmup_factor(warmup: usize) -> crate::trainer::LrFactor {
-    std::sync::Arc::new(move |t: usize| {
-        if t < warmup {
-            (t + 1) as f64 / warmup as f64
-        } else {
-            1.0
-        }
-    })
 }

@@ -18,7 +18,7 @@ use super::{
 use crate::models::ModelSpec;
 use crate::plot::{palette_color, LineChart, Scale, Series};
 use crate::report::{Outcome, Section};
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::{train_with_config, TrainOptions};
 use crate::Result;
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,12 +102,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     };
     // Figure 1: logistic regression, α/√t.
     let logreg_opts = TrainOptions {
-        epochs: lr_epochs,
-        batch_size: 128,
-        seed: ctx.seed,
-        eval_train: false,
         lr_factor: Some(inverse_sqrt_factor()),
-        ..TrainOptions::default()
+        ..ctx.train_options(lr_epochs)
     };
     let mut logreg = Vec::new();
     for (label, name) in OPTIMIZERS {
@@ -142,13 +138,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
 
     // Figure 2: MLP with dropout.
     let spec = ModelSpec::mlp(&[hidden, hidden], 0.5);
-    let mlp_opts = TrainOptions {
-        epochs: mlp_epochs,
-        batch_size: 128,
-        seed: ctx.seed,
-        eval_train: false,
-        ..TrainOptions::default()
-    };
+    let mlp_opts = ctx.train_options(mlp_epochs);
     let mut mlp = Vec::new();
     for (label, name) in OPTIMIZERS {
         let lr = match name {
@@ -228,7 +218,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         (false, false) => Outcome::NotReproduced,
         _ => Outcome::Mixed,
     };
-    Ok(Section::new("The Adam paper's figures 1 and 2")
+    Ok(ctx
+        .section()
         .claim(
             "Logistic regression on MNIST (α/√t): Adam converges like SGD with Nesterov momentum \
              and both faster than AdaGrad. MLP with dropout: Adam shows better convergence than \
@@ -248,6 +239,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ))
         .image(img1)
         .image(img2)
-        .verdict(outcome, text)
-        .command(ctx.command("paper")))
+        .verdict(outcome, text))
 }

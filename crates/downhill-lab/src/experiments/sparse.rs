@@ -358,7 +358,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             .find(|r| r.optimizer == "AdaGrad (constant α)")
             .map_or("-".into(), |r| fmt_lr(r.lr))
     );
-    Ok(Section::new("Sparse features: AdaGrad vs SGD-Nesterov")
+    Ok(ctx
+        .section()
         .claim(
             "On sparse bag-of-words features with dropout, AdaGrad outperforms SGD with Nesterov \
              momentum by a large margin, and Adam converges as fast as AdaGrad. (Kingma & Ba \
@@ -378,6 +379,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ))
         .image(img_curve)
         .image(img_sweep)
-        .verdict(outcome, text)
-        .command(ctx.command("sparse")))
+        .verdict(outcome, text))
 }

@@ -16,7 +16,7 @@ use super::{cosine_factor, figure, fmt_lr, last, write_results, Ctx};
 use crate::models::ModelSpec;
 use crate::plot::Heatmap;
 use crate::report::{Outcome, Section};
-use crate::trainer::{train_with_config, TrainOptions};
+use crate::train::{train_with_config, TrainOptions};
 use crate::Result;
 
 #[derive(Debug, Serialize)]
@@ -69,12 +69,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let spec = ModelSpec::mlp(&[hidden], 0.0);
     let steps = epochs * split.train.len().div_ceil(128);
     let opts = TrainOptions {
-        epochs,
-        batch_size: 128,
-        seed: ctx.seed,
-        eval_train: false,
         lr_factor: Some(cosine_factor(steps)),
-        ..TrainOptions::default()
+        ..ctx.train_options(epochs)
     };
     let mut out = Vec::new();
     let mut images = Vec::new();
@@ -224,7 +220,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     } else {
         Outcome::Inconclusive
     };
-    let mut section = Section::new("Weight decay: Adam + L2 vs AdamW")
+    let mut section = ctx
+        .section()
         .claim(
             "With Adam, an L2 penalty is coupled to the adaptive scaling (the good settings lie \
              on a diagonal of lr × decay, and its best is no better than no decay); decoupled \
@@ -241,7 +238,5 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     for image in images {
         section = section.image(image);
     }
-    Ok(section
-        .verdict(outcome, text)
-        .command(ctx.command("weight-decay")))
+    Ok(section.verdict(outcome, text))
 }

@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 
 use downhill::Hyperparams;
 
-use crate::cli::{set_threads, shell_join, CompareArgs};
+use super::{describe, set_threads, shell_join};
+use crate::args::CompareArgs;
 use crate::data;
 use crate::optimizers::{lookup, LabOptimizer};
 use crate::run::{Summary, FORMAT_VERSION};
-use crate::train::{describe, run_to_folder, RunRequest};
+use crate::train::{run_to_folder, RunRequest};
 use crate::{plot, report, LabError, Result};
 
 /// Parse `--lr NAME=LR` pairs; every name must be one of `selected`.
@@ -210,7 +211,7 @@ mod tests {
 
     #[test]
     fn compare_writes_run_folders_summary_and_report() {
-        use crate::cli::{Cli, Command};
+        use crate::args::{Cli, Command};
         use clap::Parser;
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("cmp");

@@ -1,0 +1,13 @@
+//! `downhill plot`: redraw the plots of run folders from their files.
+
+use crate::args::PlotArgs;
+use crate::plot::plot_run;
+use crate::Result;
+
+/// Run `downhill plot`: [`plot_run`] on every run folder given.
+pub fn run_plot(args: &PlotArgs) -> Result<()> {
+    for dir in &args.run_dirs {
+        plot_run(dir)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! The options of a training run ([`TrainOptions`]) and their validation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use downhill::schedule::{PlateauConfig, Schedule};
+use downhill::NonFinitePolicy;
+use downhill_candle::GradClip;
+
+use crate::{LabError, Result};
+
+/// A learning-rate multiplier as a function of the 0-based global step: every group's lr for
+/// step `t` is its initial lr times `factor(t)`.
+pub type LrFactor = Arc<dyn Fn(usize) -> f64 + Send + Sync>;
+
+/// Options of a training run.
+#[derive(Clone)]
+pub struct TrainOptions {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Examples per mini-batch (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// Seed of initialisation, batch order and dropout.
+    pub seed: u64,
+    /// Examples per forward pass during evaluation.
+    pub eval_batch_size: usize,
+    /// Whether to measure training-set accuracy every epoch (costs a forward pass over it).
+    pub eval_train: bool,
+    /// Whether to draw a progress bar (only drawn when stderr is a terminal).
+    pub progress: bool,
+    /// Label shown on the progress bar.
+    pub label: String,
+    /// Optional learning-rate schedule, as a multiplier of each group's initial lr.
+    pub lr_factor: Option<LrFactor>,
+    /// Learning-rate schedule stepped once per optimizer step (cannot be combined with
+    /// `lr_factor`).
+    pub schedule: Option<Schedule>,
+    /// Reduce-on-plateau on the test loss after every epoch (cannot be combined with
+    /// `lr_factor`).
+    pub plateau: Option<PlateauConfig>,
+    /// Gradient clipping before every step.
+    pub clip: Option<GradClip>,
+    /// What a step does with non-finite gradients.
+    pub nonfinite: NonFinitePolicy,
+    /// Micro-batches per mini-batch (1: no accumulation).
+    pub accumulate: usize,
+    /// Put biases and 1-D parameters in a second group with `weight_decay = 0`
+    /// ([`train_with_config`](super::train_with_config) only).
+    pub no_decay_bias_norm: bool,
+    /// Checkpoint folder written after every epoch.
+    pub checkpoint: Option<PathBuf>,
+    /// Checkpoint folder to resume from.
+    pub resume: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TrainOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainOptions")
+            .field("epochs", &self.epochs)
+            .field("batch_size", &self.batch_size)
+            .field("seed", &self.seed)
+            .field("eval_batch_size", &self.eval_batch_size)
+            .field("eval_train", &self.eval_train)
+            .field("progress", &self.progress)
+            .field("label", &self.label)
+            .field("lr_factor", &self.lr_factor.is_some())
+            .field("schedule", &self.schedule)
+            .field("plateau", &self.plateau)
+            .field("clip", &self.clip)
+            .field("nonfinite", &self.nonfinite)
+            .field("accumulate", &self.accumulate)
+            .field("no_decay_bias_norm", &self.no_decay_bias_norm)
+            .field("checkpoint", &self.checkpoint)
+            .field("resume", &self.resume)
+            .finish()
+    }
+}
+
+impl Default for TrainOptions {
+    /// 5 epochs, batch 128, seed 0, evaluation in batches of 1000 with training accuracy, no
+    /// progress bar, no schedule.
+    fn default() -> Self {
+        TrainOptions {
+            epochs: 5,
+            batch_size: 128,
+            seed: 0,
+            eval_batch_size: 1000,
+            eval_train: true,
+            progress: false,
+            label: String::new(),
+            lr_factor: None,
+            schedule: None,
+            plateau: None,
+            clip: None,
+            nonfinite: NonFinitePolicy::Apply,
+            accumulate: 1,
+            no_decay_bias_norm: false,
+            checkpoint: None,
+            resume: None,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// Check the options; the message names the field and the value.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(LabError::config("batch size must be positive, got 0"));
+        }
+        if self.eval_batch_size == 0 {
+            return Err(LabError::config(
+                "evaluation batch size must be positive, got 0",
+            ));
+        }
+        if self.accumulate == 0 {
+            return Err(LabError::config("--accumulate must be positive, got 0"));
+        }
+        if self.accumulate > self.batch_size {
+            return Err(LabError::config(format!(
+                "--accumulate {} exceeds the batch size {}: micro-batches would be empty",
+                self.accumulate, self.batch_size
+            )));
+        }
+        if self.lr_factor.is_some() && (self.schedule.is_some() || self.plateau.is_some()) {
+            return Err(LabError::config(
+                "an lr_factor cannot be combined with a schedule or a plateau",
+            ));
+        }
+        if let Some(s) = &self.schedule {
+            s.validate()
+                .map_err(|e| LabError::config(format!("--schedule: {e}")))?;
+        }
+        if let Some(p) = &self.plateau {
+            p.validate()
+                .map_err(|e| LabError::config(format!("--plateau: {e}")))?;
+        }
+        if let Some(c) = &self.clip {
+            c.validate().map_err(|e| LabError::config(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
