@@ -1,7 +1,5 @@
 //! The adapter's error type: an opaque [`Error`] with an [`ErrorKind`] and a message.
 
-use downhill::schedule::ArgError;
-
 /// What went wrong, broadly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -20,8 +18,7 @@ pub enum ErrorKind {
     Optimizer,
     /// candle reported an error.
     Candle,
-    /// A clipping threshold, schedule or accumulation setting is invalid, or
-    /// [`CandleOptimizer::accumulate_step`](crate::CandleOptimizer::accumulate_step) was called without accumulation.
+    /// A hyperparameter, clipping threshold, schedule or accumulation setting is invalid.
     Config,
 }
 
@@ -54,8 +51,12 @@ impl Error {
 
 impl From<downhill::Error> for Error {
     fn from(err: downhill::Error) -> Self {
+        let kind = match err.kind() {
+            downhill::ErrorKind::InvalidConfig => ErrorKind::Config,
+            _ => ErrorKind::Optimizer,
+        };
         Error {
-            kind: ErrorKind::Optimizer,
+            kind,
             message: err.to_string(),
             source: Some(Box::new(err)),
         }
@@ -69,12 +70,6 @@ impl From<candle_core::Error> for Error {
             message: err.to_string(),
             source: Some(Box::new(err)),
         }
-    }
-}
-
-impl From<ArgError> for Error {
-    fn from(err: ArgError) -> Self {
-        Error::new(ErrorKind::Config, err.to_string())
     }
 }
 

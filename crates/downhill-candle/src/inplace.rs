@@ -515,8 +515,11 @@ mod tests {
             .map(|p| {
                 (
                     p.name.to_string(),
-                    p.value.to_vec(),
-                    p.grad.map(<[f32]>::to_vec),
+                    p.value.as_f32().unwrap().to_vec(),
+                    p.grad
+                        .as_ref()
+                        .and_then(downhill::GradData::as_f32)
+                        .map(<[f32]>::to_vec),
                 )
             })
             .collect()
@@ -676,7 +679,7 @@ mod tests {
                 seen(params),
                 vec![seen_row("long", &[1.0, 2.0, 3.0, 4.0], Some(&[0.5; 4]))]
             );
-            params[0].value.fill(-1.0);
+            params[0].value.as_f32_mut().unwrap().fill(-1.0);
             Ok(())
         })
         .unwrap();
@@ -692,7 +695,7 @@ mod tests {
         let ga = tensor(&[1.0; 4], (2, 2));
         let write = |params: &mut [Param<'_>]| {
             for (i, p) in params.iter_mut().enumerate() {
-                for (j, x) in p.value.iter_mut().enumerate() {
+                for (j, x) in p.value.as_f32_mut().unwrap().iter_mut().enumerate() {
                     *x = (100 * i + j) as f32;
                 }
             }
@@ -711,7 +714,7 @@ mod tests {
 
         let slices: [Option<&[f32]>; 3] = [None, Some(&[0.0]), None];
         with_locked(&vars, GradSource::Slices(&slices), |params| {
-            params[2].value[1] = -7.0;
+            params[2].value.as_f32_mut().unwrap()[1] = -7.0;
             Ok(())
         })
         .unwrap();
@@ -894,7 +897,7 @@ mod tests {
         let g = tensor(&[0.5, 0.5], 2);
         let grads = [Some(g.clone()), None];
         let err = with_locked(&vars, GradSource::Tensors(&grads), |params| {
-            params[0].value[0] = 9.0;
+            params[0].value.as_f32_mut().unwrap()[0] = 9.0;
             Err(Error::new(ErrorKind::Config, "stop here"))
         })
         .unwrap_err();
@@ -963,9 +966,12 @@ mod tests {
             assert_eq!(params.len(), n);
             for (i, p) in params.iter_mut().enumerate() {
                 assert_eq!(p.name, format!("v{i}"));
-                assert_eq!(p.value, &[i as f32]);
-                assert_eq!(p.grad, (i % 2 == 0).then_some(&[-(i as f32)][..]));
-                p.value[0] += 0.5;
+                assert_eq!(p.value.as_f32().unwrap(), &[i as f32]);
+                assert_eq!(
+                    p.grad.as_ref().and_then(downhill::GradData::as_f32),
+                    (i % 2 == 0).then_some(&[-(i as f32)][..])
+                );
+                p.value.as_f32_mut().unwrap()[0] += 0.5;
             }
             Ok(())
         })

@@ -243,9 +243,9 @@ fn optimizer_errors_surface_with_their_kind() {
     let v = Var::from_vec(vec![1.0f32, 2.0, 3.0], 3, &Device::Cpu).unwrap();
     let mut opt =
         CandleOptimizer::new(vec![("v".into(), v.clone())], &config("adam", lr(0.1))).unwrap();
-    let err = opt.set_lr(0, -1.0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Optimizer);
-    opt.set_lr(0, 0.5).unwrap();
+    let err = downhill_candle::Error::from(opt.optimizer_mut().set_lr(0, -1.0).unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::Config);
+    opt.optimizer_mut().set_lr(0, 0.5).unwrap();
     assert_eq!(opt.lr(0), 0.5);
     assert_eq!(opt.num_groups(), 1);
 }

@@ -53,8 +53,10 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn clip_parity(clip: GradClip) {
     let cfg = config("sgd", 0.1);
     let v = vars();
-    let mut adapter = CandleOptimizer::new(v.clone(), &cfg).unwrap();
-    adapter.set_clip(Some(clip)).unwrap();
+    let mut adapter = CandleOptimizer::new(v.clone(), &cfg)
+        .unwrap()
+        .with_clip(clip)
+        .unwrap();
     let specs: Vec<ParamSpec> = v
         .iter()
         .map(|(n, x)| ParamSpec::new(n.clone(), x.elem_count()))
@@ -116,17 +118,16 @@ fn clipping_per_tensor_matches_the_core_function() {
 
 #[test]
 fn invalid_clip_thresholds_are_rejected() {
-    let mut opt = CandleOptimizer::new(vars(), &config("sgd", 0.1)).unwrap();
     for bad in [
         GradClip::GlobalNorm(-1.0),
         GradClip::GlobalNorm(f64::NAN),
         GradClip::Value(-0.5),
         GradClip::PerTensorNorm(f64::INFINITY),
     ] {
-        let err = opt.set_clip(Some(bad)).unwrap_err();
+        let opt = CandleOptimizer::new(vars(), &config("sgd", 0.1)).unwrap();
+        let err = opt.with_clip(bad).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{bad:?}");
     }
-    assert_eq!(opt.clip(), None);
 }
 
 #[test]
@@ -142,7 +143,9 @@ fn schedule_sets_every_group_from_its_initial_lr() {
         .unwrap();
     let mut opt = CandleOptimizer::with_optimizer(v.clone(), inner).unwrap();
     let schedule = Schedule::parse("step:size=1,gamma=0.5").unwrap();
-    opt.set_schedule(Some(schedule.clone())).unwrap();
+    opt.optimizer_mut()
+        .set_schedule(Some(schedule.clone()))
+        .unwrap();
     for t in 0..4u64 {
         let grads = loss(&v, 0).backward().unwrap();
         opt.step(&grads).unwrap();
@@ -150,11 +153,12 @@ fn schedule_sets_every_group_from_its_initial_lr() {
         assert_eq!(opt.lr(0), schedule.lr(0.1, t));
         assert_eq!(opt.lr(1), schedule.lr(0.4, t));
     }
-    assert_eq!(opt.steps(), 4);
-    assert_eq!(opt.next_lr(1), schedule.lr(0.4, 4));
-    opt.set_lr_multiplier(0.5).unwrap();
+    let driver = opt.optimizer().lr_driver();
+    assert_eq!(driver.steps(), 4);
+    assert_eq!(driver.next_lr(1), Some(schedule.lr(0.4, 4)));
+    opt.optimizer_mut().set_lr_multiplier(0.5).unwrap();
     assert_eq!(opt.lr(0), schedule.lr(0.1, 4) * 0.5);
-    assert!(opt.set_lr_multiplier(f64::NAN).is_err());
+    assert!(opt.optimizer_mut().set_lr_multiplier(f64::NAN).is_err());
 }
 
 #[test]
@@ -164,8 +168,10 @@ fn save_and_load_restore_the_schedule_position() {
     let schedule = Schedule::parse("cosine:total=10,min=0.1").unwrap();
     let v = vars();
     let mut a = CandleOptimizer::new(v.clone(), &config("adam", 0.01)).unwrap();
-    a.set_schedule(Some(schedule.clone())).unwrap();
-    a.set_lr_multiplier(0.25).unwrap();
+    a.optimizer_mut()
+        .set_schedule(Some(schedule.clone()))
+        .unwrap();
+    a.optimizer_mut().set_lr_multiplier(0.25).unwrap();
     for k in 0..3 {
         a.backward_step(&loss(&v, k)).unwrap();
     }
@@ -175,10 +181,12 @@ fn save_and_load_restore_the_schedule_position() {
     for ((_, dst), (_, src)) in twin.iter().zip(&v) {
         dst.set(src.as_tensor()).unwrap();
     }
+    // The driver (schedule, multiplier, position) comes back from the checkpoint alone.
     let mut b = CandleOptimizer::new(twin.clone(), &config("adam", 0.01)).unwrap();
-    b.set_schedule(Some(schedule)).unwrap();
     b.load(&path).unwrap();
-    assert_eq!((b.steps(), b.lr_multiplier()), (3, 0.25));
+    let driver = b.optimizer().lr_driver();
+    assert_eq!((driver.steps(), driver.multiplier()), (3, 0.25));
+    assert_eq!(driver.schedule(), Some(&schedule));
     a.backward_step(&loss(&v, 3)).unwrap();
     b.backward_step(&loss(&twin, 3)).unwrap();
     assert_eq!(a.lr(0).to_bits(), b.lr(0).to_bits());
@@ -194,17 +202,19 @@ fn nonfinite_policy_is_passed_through() {
     let before: Vec<Vec<f32>> = v.iter().map(|(_, x)| flat(x)).collect();
     // exp(3 * 1e3 * b) overflows: infinite gradient of b.
     let nan_loss = |k| loss(&v, k);
-    opt.set_nonfinite_policy(NonFinitePolicy::Skip);
+    opt.optimizer_mut()
+        .set_nonfinite_policy(NonFinitePolicy::Skip);
     opt.step(&nan_loss(1000).backward().unwrap()).unwrap();
-    assert_eq!(opt.skipped_steps(), 1);
+    assert_eq!(opt.optimizer().skipped_steps(), 1);
     let after: Vec<Vec<f32>> = v.iter().map(|(_, x)| flat(x)).collect();
     assert_eq!(before, after, "a skipped step leaves the parameters alone");
 
-    opt.set_nonfinite_policy(NonFinitePolicy::Error);
+    opt.optimizer_mut()
+        .set_nonfinite_policy(NonFinitePolicy::Error);
     let err = opt.step(&nan_loss(1000).backward().unwrap()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Optimizer);
     // Clipping does not hide a non-finite gradient from the policy.
-    opt.set_clip(Some(GradClip::GlobalNorm(1.0))).unwrap();
+    let mut opt = opt.with_clip(GradClip::GlobalNorm(1.0)).unwrap();
     assert!(opt.step(&nan_loss(1000).backward().unwrap()).is_err());
     assert!(!opt.last_grad_norm().unwrap().is_finite());
 }
@@ -213,15 +223,18 @@ fn nonfinite_policy_is_passed_through() {
 fn accumulation_steps_on_the_mean_gradient_every_k_calls() {
     let cfg = config("adam", 0.01);
     let v = vars();
-    let mut acc = CandleOptimizer::new(v.clone(), &cfg).unwrap();
     assert_eq!(
-        acc.accumulate_step(&loss(&v, 0).backward().unwrap())
+        CandleOptimizer::new(v.clone(), &cfg)
+            .unwrap()
+            .with_accumulation(0)
             .unwrap_err()
             .kind(),
         ErrorKind::Config
     );
-    acc.set_accumulation(3).unwrap();
-    assert_eq!(acc.accumulation(), 3);
+    let mut acc = CandleOptimizer::new(v.clone(), &cfg)
+        .unwrap()
+        .with_accumulation(3)
+        .unwrap();
 
     let twin = vars();
     let mut plain = CandleOptimizer::new(twin.clone(), &cfg).unwrap();
@@ -231,9 +244,10 @@ fn accumulation_steps_on_the_mean_gradient_every_k_calls() {
             .map(|(_, x)| vec![0.0; x.elem_count()])
             .collect();
         for k in 0..3 {
-            let stepped = acc
-                .accumulate_step(&loss(&v, round * 3 + k).backward().unwrap())
+            let before = acc.optimizer().lr_driver().steps();
+            acc.step(&loss(&v, round * 3 + k).backward().unwrap())
                 .unwrap();
+            let stepped = acc.optimizer().lr_driver().steps() > before;
             assert_eq!(stepped, k == 2);
             let g = loss(&twin, round * 3 + k).backward().unwrap();
             for ((_, x), s) in twin.iter().zip(sums.iter_mut()) {
@@ -255,5 +269,5 @@ fn accumulation_steps_on_the_mean_gradient_every_k_calls() {
             assert_eq!(bits(&flat(x)), bits(&flat(y)), "{n} after round {round}");
         }
     }
-    assert_eq!(acc.steps(), 2);
+    assert_eq!(acc.optimizer().lr_driver().steps(), 2);
 }

@@ -4,8 +4,11 @@
 //! are summed and the optimizer steps once on the mean, which equals the gradient of the whole
 //! batch when the loss is a mean over examples and the micro-batches have equal size.
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
-use crate::param::ParamSpec;
+use crate::optimizer::{delegate_optimizer, Optimizer};
+use crate::param::{GradData, Param, ParamSpec};
 
 /// Sums the gradients of `k` micro-batches per parameter and yields their mean.
 ///
@@ -24,7 +27,7 @@ use crate::param::ParamSpec;
 /// ```
 #[derive(Debug, Clone)]
 pub struct GradAccumulator {
-    names: Vec<String>,
+    index: HashMap<String, usize>,
     sums: Vec<Vec<f32>>,
     seen: Vec<bool>,
     k: usize,
@@ -43,8 +46,12 @@ impl GradAccumulator {
         }
         let specs: Vec<ParamSpec> = params.into_iter().map(Into::into).collect();
         Ok(GradAccumulator {
-            names: specs.iter().map(|s| s.name.clone()).collect(),
-            sums: specs.iter().map(|s| vec![0.0; s.len]).collect(),
+            index: specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), i))
+                .collect(),
+            sums: specs.iter().map(|s| vec![0.0; s.len()]).collect(),
             seen: vec![false; specs.len()],
             k,
             count: 0,
@@ -59,25 +66,39 @@ impl GradAccumulator {
 
     /// Adds one micro-batch's gradient of `name`.
     pub fn add(&mut self, name: &str, grad: &[f32]) -> Result<()> {
-        let i =
-            self.names.iter().position(|n| n == name).ok_or_else(|| {
-                Error::param(name, format!("parameter '{name}' is not accumulated"))
-            })?;
-        if grad.len() != self.sums[i].len() {
-            return Err(Error::shape(
+        let i = self.index_of(name)?;
+        self.check_len(i, name, grad.len())?;
+        self.add_at(i, grad);
+        Ok(())
+    }
+
+    /// The position of `name` among the accumulated parameters.
+    fn index_of(&self, name: &str) -> Result<usize> {
+        self.index
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::param(name, format!("parameter '{name}' is not accumulated")))
+    }
+
+    fn check_len(&self, i: usize, name: &str, len: usize) -> Result<()> {
+        if len == self.sums[i].len() {
+            Ok(())
+        } else {
+            Err(Error::shape(
                 name,
                 format!(
-                    "gradient of '{name}' has {} elements, expected {}",
-                    grad.len(),
+                    "gradient of '{name}' has {len} elements, expected {}",
                     self.sums[i].len()
                 ),
-            ));
+            ))
         }
+    }
+
+    fn add_at(&mut self, i: usize, grad: &[f32]) {
         for (s, g) in self.sums[i].iter_mut().zip(grad) {
             *s += *g;
         }
         self.seen[i] = true;
-        Ok(())
     }
 
     /// Closes a micro-batch; returns true when `k` have been accumulated (then the sums are
@@ -98,7 +119,10 @@ impl GradAccumulator {
 
     /// The mean gradient of `name` once ready; `None` before, or if it never got a gradient.
     pub fn mean(&self, name: &str) -> Option<&[f32]> {
-        let i = self.names.iter().position(|n| n == name)?;
+        self.mean_at(*self.index.get(name)?)
+    }
+
+    fn mean_at(&self, i: usize) -> Option<&[f32]> {
         (self.averaged && self.seen[i]).then(|| self.sums[i].as_slice())
     }
 
@@ -110,5 +134,126 @@ impl GradAccumulator {
         self.seen.fill(false);
         self.count = 0;
         self.averaged = false;
+    }
+}
+
+/// Any optimizer stepping once every `k` calls, on the mean gradient of those `k`
+/// micro-batches (optax `MultiSteps`, candle's `GradAccumulator<O: Optimizer>`).
+///
+/// Each [`step`](Optimizer::step) adds the gradients to per-parameter sums (the values are not
+/// touched); the `k`-th call divides the sums by `k` in `f32` and steps the inner optimizer on
+/// them. A parameter without a gradient in all `k` micro-batches is skipped by that step.
+/// Every gradient of a call is checked before any is added, so a call that fails leaves the
+/// sums as they were. The inner optimizer's learning-rate driver counts real steps only. Loading
+/// a checkpoint discards a partial accumulation; the sums themselves are not saved.
+///
+/// ```
+/// use downhill::accumulate::Accumulate;
+/// use downhill::{Optimizer, Param, SgdConfig};
+///
+/// let sgd = SgdConfig::default().lr(1.0).build([("w", 1)])?;
+/// let mut opt = Accumulate::new(Box::new(sgd), 2)?;
+/// let mut w = vec![0.0f32];
+/// opt.step(&mut [Param::new("w", &mut w, &[1.0])])?;
+/// assert_eq!(w, [0.0]); // one micro-batch: no step yet
+/// opt.step(&mut [Param::new("w", &mut w, &[3.0])])?;
+/// assert_eq!(w, [-2.0]); // the mean gradient, 2
+/// # Ok::<(), downhill::Error>(())
+/// ```
+pub struct Accumulate<O: Optimizer + ?Sized = dyn Optimizer> {
+    inner: Box<O>,
+    acc: GradAccumulator,
+}
+
+impl<O: Optimizer + ?Sized> std::fmt::Debug for Accumulate<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accumulate")
+            .field("optimizer", &self.inner.name())
+            .field("k", &self.acc.k)
+            .field("pending", &self.acc.count)
+            .finish()
+    }
+}
+
+impl<O: Optimizer + ?Sized> Accumulate<O> {
+    /// Wraps `inner`, stepping every `k >= 1` calls.
+    pub fn new(inner: Box<O>, k: usize) -> Result<Self> {
+        let acc = GradAccumulator::new(inner.param_specs(), k)?;
+        Ok(Accumulate { inner, acc })
+    }
+
+    /// Micro-batches per step.
+    pub fn k(&self) -> usize {
+        self.acc.k
+    }
+
+    /// Micro-batches accumulated since the last step.
+    pub fn pending(&self) -> usize {
+        self.acc.count
+    }
+
+    /// Forgets the micro-batches accumulated since the last step.
+    pub fn discard(&mut self) {
+        self.acc.reset();
+    }
+
+    /// The wrapped optimizer.
+    pub fn inner(&self) -> &O {
+        &self.inner
+    }
+
+    /// The wrapped optimizer, mutably.
+    pub fn inner_mut(&mut self) -> &mut O {
+        &mut self.inner
+    }
+}
+
+impl<O: Optimizer + ?Sized> Optimizer for Accumulate<O> {
+    delegate_optimizer!(inner);
+
+    fn step(&mut self, params: &mut [Param<'_>]) -> Result<()> {
+        // Check everything first, so that a bad call adds nothing.
+        let mut slots = Vec::with_capacity(params.len());
+        for p in params.iter() {
+            let i = self.acc.index_of(p.name)?;
+            if let Some(g) = &p.grad {
+                let g = g.as_f32().ok_or_else(|| {
+                    Error::shape(p.name, format!("gradient of '{}' is not f32", p.name))
+                })?;
+                self.acc.check_len(i, p.name, g.len())?;
+            }
+            slots.push(i);
+        }
+        for (p, &i) in params.iter().zip(&slots) {
+            if let Some(GradData::F32(g)) = p.grad {
+                self.acc.add_at(i, g);
+            }
+        }
+        if !self.acc.finish_micro_batch() {
+            return Ok(());
+        }
+        let acc = &self.acc;
+        let mut means: Vec<Param<'_>> = params
+            .iter_mut()
+            .zip(&slots)
+            .map(|(p, &i)| {
+                let grad = acc.mean_at(i).map(GradData::F32);
+                p.with_grad(grad)
+            })
+            .collect();
+        let result = self.inner.step(&mut means);
+        drop(means);
+        self.acc.reset();
+        result
+    }
+
+    fn last_grad_norm(&self) -> Option<f64> {
+        self.inner.last_grad_norm()
+    }
+
+    fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inner.load_bytes(bytes)?;
+        self.acc.reset();
+        Ok(())
     }
 }

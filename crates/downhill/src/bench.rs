@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernel::reduce::SUB;
-use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
+use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, StepKind, SMALL_TENSOR};
 use crate::optimizer::Optimizer;
 use crate::param::{Param, ParamSpec};
 use crate::registry::OptimizerConfig;
@@ -251,7 +251,7 @@ impl Kernel for Probe {
 
 impl Kernel for Probe2 {
     const NAME: &'static str = "probe2";
-    const TWO_PASS: bool = true;
+    const STEP: StepKind = StepKind::TwoPass;
     type Config = ProbeConfig;
     type Scalars = (bool, bool);
     fn buffers(c: &ProbeConfig) -> &'static [&'static str] {
@@ -313,7 +313,7 @@ fn data(specs: &[ParamSpec]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            (0..s.len)
+            (0..s.len())
                 .map(|j| ((i * 31 + j) % 97) as f32 * 1e-3 - 0.05)
                 .collect()
         })
@@ -322,7 +322,7 @@ fn data(specs: &[ParamSpec]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            (0..s.len)
+            (0..s.len())
                 .map(|j| ((i * 17 + j) % 89) as f32 * 1e-4 - 0.004)
                 .collect()
         })
@@ -435,8 +435,8 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             specs
                 .iter()
                 .map(|s| {
-                    let (r, w) = opt.traffic(s.len);
-                    (r + w) * 4 * s.len
+                    let (r, w) = opt.traffic(s.len());
+                    (r + w) * 4 * s.len()
                 })
                 .sum()
         };
@@ -446,7 +446,7 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
         // The access shape of each two-pass kernel (see their docs); single-pass kernels, and
         // two-pass kernels on tensors small enough to take one pass, read the parameter, the
         // gradient and every buffer once and write all but the gradient.
-        let all_small = specs.iter().all(|s| s.len <= SMALL_TENSOR);
+        let all_small = specs.iter().all(|s| s.len() <= SMALL_TENSOR);
         let shape = match config.name() {
             "lamb" => Some((true, false)),
             "lars" => Some((false, true)),

@@ -1,15 +1,16 @@
 //! Optimizer state checkpoints in the safetensors format.
 //!
-//! A checkpoint holds one `F32` tensor per state buffer, named `"{param}/{buffer}"` (for
-//! example `"fc1.weight/exp_avg"`; scalar state such as NAdam's `mu_product` is a tensor of
-//! shape `[1]`), and one metadata entry, `downhill`, whose JSON value has, in this order:
+//! A checkpoint holds one tensor per state buffer, named `"{param}/{buffer}"` (for example
+//! `"fc1.weight/exp_avg"`), with the buffer's dtype and shape (the parameter's shape for
+//! element-wise optimizers; scalar state such as NAdam's `mu_product` is a tensor of shape
+//! `[1]`), and one metadata entry, `downhill`, whose JSON value has, in this order:
 //!
 //! | field | value |
 //! |---|---|
 //! | `format` | `downhill-optimizer-state` |
-//! | `format_version` | `1` |
+//! | `format_version` | `2` |
 //! | `optimizer` | the optimizer's name, e.g. `adam` |
-//! | `state` | `{"groups": [{"config": {..}, "initial_lr": f64, "params": [{"name", "len", "step", "has_state"}]}], "skipped_steps": u64, "extra": {key: JSON}}` |
+//! | `state` | `{"groups": [{"config": {..}, "initial_lr": f64, "params": [{"name", "shape", "step", "has_state"}]}], "skipped_steps": u64, "lr_driver": {..}, "records": {key: {"version": u32, "data": {..}}}}` |
 //! | `crc32` | CRC-32 of every tensor's name, length and bytes, in name order, as hex |
 //!
 //! A single entry keeps the file byte-for-byte deterministic (safetensors stores metadata as an
@@ -17,8 +18,17 @@
 //!
 //! Hyperparameters are written with serde_json, whose `f64` round-trips exactly, and buffers
 //! bit for bit, so a run resumed from a checkpoint continues bit-identically. Loading checks
-//! the format, the optimizer, every group's parameter names and lengths, every buffer and the
+//! the format, the optimizer, every group's parameter names and shapes, every buffer and the
 //! checksum before touching the optimizer: on any error it is left unchanged.
+//!
+//! # Format 1
+//!
+//! Checkpoints of format version 1 (downhill 0.1 before shapes) still load: their parameters
+//! have a length instead of a shape (it must equal the registered parameter's element count),
+//! every tensor is 1-D, and their untyped `extra` JSON becomes version-0 records under the same
+//! keys, which a [`Record`](crate::state::Record) reads in its `upgrade`. The candle adapter's
+//! step counter and learning-rate multiplier (key `downhill_candle`) go to the learning-rate
+//! driver, whose schedule and base learning rates are then the ones set before loading.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -31,28 +41,45 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::hparams::Hyperparameters;
 use crate::kernel::Kernel;
+use crate::param::DType;
+use crate::schedule::LrDriver;
+use crate::state::{RecordDoc, StateBuf};
 
 const FORMAT: &str = "downhill-optimizer-state";
-const VERSION: &str = "1";
+const VERSION: &str = "2";
+/// The key under which format 1 kept the candle adapter's counters.
+const V1_ADAPTER_KEY: &str = "downhill_candle";
 
 #[derive(Serialize, Deserialize)]
-struct Header {
+struct Header<S> {
     format: String,
     format_version: String,
     optimizer: String,
-    state: StateDoc,
+    state: S,
+    crc32: String,
+}
+
+/// The part of the header every version shares, read first.
+#[derive(Deserialize)]
+struct Envelope {
+    format: String,
+    format_version: String,
+    optimizer: String,
+    state: serde_json::Value,
     crc32: String,
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StateDoc {
     groups: Vec<GroupDoc>,
     skipped_steps: u64,
-    #[serde(default)]
-    extra: BTreeMap<String, serde_json::Value>,
+    lr_driver: LrDriver,
+    records: BTreeMap<String, RecordDoc>,
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GroupDoc {
     config: serde_json::Value,
     initial_lr: f64,
@@ -60,20 +87,96 @@ struct GroupDoc {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ParamDoc {
+    name: String,
+    shape: Vec<usize>,
+    step: u64,
+    has_state: bool,
+}
+
+/// Format 1's state.
+#[derive(Deserialize)]
+struct StateDocV1 {
+    groups: Vec<GroupDocV1>,
+    skipped_steps: u64,
+    #[serde(default)]
+    extra: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct GroupDocV1 {
+    config: serde_json::Value,
+    initial_lr: f64,
+    params: Vec<ParamDocV1>,
+}
+
+#[derive(Deserialize)]
+struct ParamDocV1 {
     name: String,
     len: usize,
     step: u64,
     has_state: bool,
 }
 
+impl StateDocV1 {
+    /// Format 1 in format 2's terms: lengths as 1-D shapes (checked against the registration
+    /// by length only), `extra` as version-0 records, and the adapter's counters apart.
+    fn upgrade(self) -> (StateDoc, Option<(u64, f64)>) {
+        let groups = self
+            .groups
+            .into_iter()
+            .map(|g| GroupDoc {
+                config: g.config,
+                initial_lr: g.initial_lr,
+                params: g
+                    .params
+                    .into_iter()
+                    .map(|p| ParamDoc {
+                        name: p.name,
+                        shape: vec![p.len],
+                        step: p.step,
+                        has_state: p.has_state,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut adapter = None;
+        let mut records = BTreeMap::new();
+        for (key, value) in self.extra {
+            if key == V1_ADAPTER_KEY {
+                let steps = value["steps"].as_u64();
+                let multiplier = value["lr_multiplier"].as_f64();
+                if let (Some(s), Some(m)) = (steps, multiplier) {
+                    adapter = Some((s, m));
+                    continue;
+                }
+            }
+            records.insert(
+                key,
+                RecordDoc {
+                    version: 0,
+                    data: value,
+                },
+            );
+        }
+        let doc = StateDoc {
+            groups,
+            skipped_steps: self.skipped_steps,
+            lr_driver: LrDriver::default(),
+            records,
+        };
+        (doc, adapter)
+    }
+}
+
 fn to_le_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn crc(tensors: &BTreeMap<String, Vec<u8>>) -> String {
+fn crc(tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>) -> String {
     let mut h = crc32fast::Hasher::new();
-    for (name, bytes) in tensors {
+    for (name, (_, bytes)) in tensors {
         h.update(name.as_bytes());
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
@@ -81,9 +184,16 @@ fn crc(tensors: &BTreeMap<String, Vec<u8>>) -> String {
     format!("{:08x}", h.finalize())
 }
 
+fn dtype_of(buf: &StateBuf) -> Dtype {
+    match buf.dtype() {
+        DType::F32 => Dtype::F32,
+    }
+}
+
 /// Serialises an optimizer's full state.
 pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
-    let mut tensors: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut dtypes: HashMap<String, Dtype> = HashMap::new();
     let mut groups = Vec::with_capacity(e.groups.len());
     for g in &e.groups {
         let mut params = Vec::with_capacity(g.params.len());
@@ -91,16 +201,25 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
             let slot = &e.slots[i];
             let has_state = !slot.buffers.is_empty() || slot.step > 0;
             if has_state {
-                for (name, buf) in K::buffers(&g.config).iter().zip(&slot.buffers) {
-                    tensors.insert(format!("{}/{name}", slot.spec.name), to_le_bytes(buf));
+                for (b, (name, buf)) in K::buffers(&g.config).iter().zip(&slot.buffers).enumerate()
+                {
+                    let key = format!("{}/{name}", slot.spec.name);
+                    let shape = K::buffer_shape(&g.config, b, &slot.spec.shape);
+                    let bytes = match buf {
+                        StateBuf::F32(v) => to_le_bytes(v),
+                    };
+                    dtypes.insert(key.clone(), dtype_of(buf));
+                    tensors.insert(key, (shape, bytes));
                 }
                 for ((name, _), v) in K::scalar_state(&g.config).iter().zip(&slot.scalars) {
-                    tensors.insert(format!("{}/{name}", slot.spec.name), to_le_bytes(&[*v]));
+                    let key = format!("{}/{name}", slot.spec.name);
+                    dtypes.insert(key.clone(), Dtype::F32);
+                    tensors.insert(key, (vec![1], to_le_bytes(&[*v])));
                 }
             }
             params.push(ParamDoc {
                 name: slot.spec.name.clone(),
-                len: slot.spec.len,
+                shape: slot.spec.shape.clone(),
                 step: slot.step,
                 has_state,
             });
@@ -115,7 +234,8 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
     let doc = StateDoc {
         groups,
         skipped_steps: e.skipped,
-        extra: e.extra.clone(),
+        lr_driver: e.driver.clone(),
+        records: e.records.clone(),
     };
     let header = Header {
         format: FORMAT.to_string(),
@@ -132,14 +252,22 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
     );
     let views = tensors
         .iter()
-        .map(|(name, bytes)| {
-            TensorView::new(Dtype::F32, vec![bytes.len() / 4], bytes)
+        .map(|(name, (shape, bytes))| {
+            TensorView::new(dtypes[name], shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
                 .map_err(|err| Error::checkpoint(format!("tensor '{name}': {err}")))
         })
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, Some(meta))
         .map_err(|err| Error::checkpoint(format!("cannot serialise: {err}")))
+}
+
+/// One parameter's state, read and checked, waiting to be committed.
+struct Staged {
+    slot: usize,
+    step: u64,
+    buffers: Vec<StateBuf>,
+    scalars: Vec<f32>,
 }
 
 /// Restores a state into `e`, or leaves it untouched and returns the reason.
@@ -158,7 +286,7 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
         .ok_or_else(|| {
             Error::checkpoint("no 'downhill' metadata entry: not a downhill optimizer state")
         })?;
-    let head: Header = serde_json::from_str(raw)
+    let head: Envelope = serde_json::from_str(raw)
         .map_err(|err| Error::checkpoint(format!("metadata 'downhill' is not valid: {err}")))?;
     if head.format != FORMAT {
         return Err(Error::checkpoint(format!(
@@ -166,12 +294,24 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
             head.format
         )));
     }
-    if head.format_version != VERSION {
-        return Err(Error::checkpoint(format!(
-            "format_version is '{}', this build reads '{VERSION}'",
-            head.format_version
-        )));
-    }
+    let state_err = |err: serde_json::Error| {
+        Error::checkpoint(format!("metadata 'downhill' is not valid: {err}"))
+    };
+    let by_length = head.format_version == "1";
+    let (doc, v1_adapter) = match head.format_version.as_str() {
+        "2" => (
+            serde_json::from_value::<StateDoc>(head.state).map_err(state_err)?,
+            None,
+        ),
+        "1" => serde_json::from_value::<StateDocV1>(head.state)
+            .map_err(state_err)?
+            .upgrade(),
+        other => {
+            return Err(Error::checkpoint(format!(
+                "format_version is '{other}', this build reads '1' and '{VERSION}'"
+            )))
+        }
+    };
     if head.optimizer != K::NAME {
         return Err(Error::checkpoint(format!(
             "checkpoint is for optimizer '{}', this optimizer is '{}'",
@@ -179,16 +319,15 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
             K::NAME
         )));
     }
-    let mut tensors: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 || view.shape().len() != 1 {
+        if view.dtype() != Dtype::F32 {
             return Err(Error::checkpoint(format!(
-                "tensor '{name}' is {:?} of shape {:?}, expected a 1-D F32 tensor",
-                view.dtype(),
-                view.shape()
+                "tensor '{name}' is {:?}, this build stores state as F32",
+                view.dtype()
             )));
         }
-        tensors.insert(name, view.data().to_vec());
+        tensors.insert(name, (view.shape().to_vec(), view.data().to_vec()));
     }
     let sum = crc(&tensors);
     if sum != head.crc32 {
@@ -197,7 +336,6 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
             head.crc32
         )));
     }
-    let doc = head.state;
     if doc.groups.len() != e.groups.len() {
         return Err(Error::checkpoint(format!(
             "checkpoint has {} parameter groups, this optimizer has {}",
@@ -227,24 +365,46 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
         }
         for (pdoc, &slot_id) in gdoc.params.iter().zip(&group.params) {
             let spec = &e.slots[slot_id].spec;
-            if pdoc.name != spec.name || pdoc.len != spec.len {
+            if pdoc.name != spec.name {
                 return Err(Error::checkpoint(format!(
-                    "group {gi}: checkpoint has parameter '{}' of length {}, this optimizer \
-                     has '{}' of length {}",
-                    pdoc.name, pdoc.len, spec.name, spec.len
+                    "group {gi}: checkpoint has parameter '{}', this optimizer has '{}'",
+                    pdoc.name, spec.name
+                )));
+            }
+            let same = if by_length {
+                pdoc.shape.iter().product::<usize>() == spec.len()
+            } else {
+                pdoc.shape == spec.shape
+            };
+            if !same {
+                return Err(Error::checkpoint(format!(
+                    "parameter '{}': the checkpoint has shape {:?}, this optimizer registered \
+                     shape {:?}",
+                    spec.name, pdoc.shape, spec.shape
                 )));
             }
             let mut buffers = Vec::new();
             let mut scalars = Vec::new();
             if pdoc.has_state {
-                for name in K::buffers(&config) {
-                    buffers.push(take(&mut tensors, &spec.name, name, spec.len)?);
+                for (b, name) in K::buffers(&config).iter().enumerate() {
+                    let shape = K::buffer_shape(&config, b, &spec.shape);
+                    let want = if by_length {
+                        vec![shape.iter().product()]
+                    } else {
+                        shape
+                    };
+                    buffers.push(StateBuf::F32(take(&mut tensors, &spec.name, name, &want)?));
                 }
                 for (name, _) in K::scalar_state(&config) {
-                    scalars.extend(take(&mut tensors, &spec.name, name, 1)?);
+                    scalars.extend(take(&mut tensors, &spec.name, name, &[1])?);
                 }
             }
-            staged.push((slot_id, pdoc.step, buffers, scalars));
+            staged.push(Staged {
+                slot: slot_id,
+                step: pdoc.step,
+                buffers,
+                scalars,
+            });
         }
         configs.push((config, gdoc.initial_lr));
     }
@@ -253,35 +413,48 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
             "checkpoint has tensor '{extra}' that this optimizer does not use"
         )));
     }
+    let driver = match v1_adapter {
+        _ if !by_length => doc.lr_driver,
+        Some((steps, multiplier)) => {
+            let mut d = e.driver.clone();
+            d.restore_v1(steps, multiplier)
+                .map_err(|err| Error::checkpoint(err.message().to_string()))?;
+            d
+        }
+        None => e.driver.clone(),
+    };
+    driver
+        .validate(e.groups.len())
+        .map_err(|err| Error::checkpoint(format!("lr_driver: {}", err.message())))?;
     for (group, (config, initial_lr)) in e.groups.iter_mut().zip(configs) {
         group.config = config;
         group.initial_lr = initial_lr;
     }
-    for (slot_id, step, buffers, scalars) in staged {
-        let slot = &mut e.slots[slot_id];
-        slot.step = step;
-        slot.buffers = buffers;
-        slot.scalars = scalars;
+    for s in staged {
+        let slot = &mut e.slots[s.slot];
+        slot.step = s.step;
+        slot.buffers = s.buffers;
+        slot.scalars = s.scalars;
     }
     e.skipped = doc.skipped_steps;
-    e.extra = doc.extra;
+    e.records = doc.records;
+    e.driver = driver;
     Ok(())
 }
 
 fn take(
-    tensors: &mut BTreeMap<String, Vec<u8>>,
+    tensors: &mut BTreeMap<String, (Vec<usize>, Vec<u8>)>,
     param: &str,
     buffer: &str,
-    len: usize,
+    shape: &[usize],
 ) -> Result<Vec<f32>> {
     let key = format!("{param}/{buffer}");
-    let bytes = tensors
+    let (got, bytes) = tensors
         .remove(&key)
         .ok_or_else(|| Error::checkpoint(format!("checkpoint lacks tensor '{key}'")))?;
-    if bytes.len() != len * 4 {
+    if got != shape {
         return Err(Error::checkpoint(format!(
-            "tensor '{key}' has {} elements, expected {len}",
-            bytes.len() / 4
+            "tensor '{key}' has shape {got:?}, expected {shape:?}"
         )));
     }
     Ok(bytes

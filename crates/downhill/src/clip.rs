@@ -33,7 +33,10 @@
 
 use rayon::prelude::*;
 
-use crate::schedule::ArgError;
+use crate::error::{Error, ErrorKind, Result};
+use crate::optimizer::{delegate_optimizer, Optimizer};
+use crate::param::{GradData, Param};
+use crate::schedule::arg_error;
 
 /// Number of elements per block of the deterministic norm reduction.
 pub const NORM_BLOCK: usize = 4096;
@@ -124,11 +127,11 @@ pub fn clip_coefficient(total_norm: f64, max_norm: f64) -> Option<f32> {
     (coef < 1.0).then_some(coef as f32)
 }
 
-fn check_max_norm(max_norm: f64) -> Result<(), ArgError> {
+fn check_max_norm(max_norm: f64) -> Result<()> {
     if max_norm.is_finite() && max_norm >= 0.0 {
         Ok(())
     } else {
-        Err(ArgError::new(
+        Err(arg_error(
             "max_norm",
             format!("must be finite and >= 0, got {max_norm}"),
         ))
@@ -185,9 +188,9 @@ pub fn global_norm(grads: &[&[f32]]) -> f64 {
 /// let coef = (1.0 / (5.0 + 1e-6)) as f32;
 /// assert_eq!(a, [3.0 * coef]);
 /// assert_eq!(b, [0.0, 4.0 * coef]);
-/// # Ok::<(), downhill::schedule::ArgError>(())
+/// # Ok::<(), downhill::Error>(())
 /// ```
-pub fn clip_by_global_norm(grads: &mut [&mut [f32]], max_norm: f64) -> Result<f64, ArgError> {
+pub fn clip_by_global_norm(grads: &mut [&mut [f32]], max_norm: f64) -> Result<f64> {
     check_max_norm(max_norm)?;
     let norm = global_sum_squares(grads).sqrt();
     if let Some(coef) = clip_coefficient(norm, max_norm) {
@@ -214,11 +217,11 @@ pub fn clip_by_global_norm(grads: &mut [&mut [f32]], max_norm: f64) -> Result<f6
 /// let mut g = [-3.0f32, 0.5, 2.0];
 /// clip_by_value(&mut [&mut g], 1.0)?;
 /// assert_eq!(g, [-1.0, 0.5, 1.0]);
-/// # Ok::<(), downhill::schedule::ArgError>(())
+/// # Ok::<(), downhill::Error>(())
 /// ```
-pub fn clip_by_value(grads: &mut [&mut [f32]], clip_value: f32) -> Result<(), ArgError> {
+pub fn clip_by_value(grads: &mut [&mut [f32]], clip_value: f32) -> Result<()> {
     if clip_value.is_nan() || clip_value < 0.0 {
-        return Err(ArgError::new(
+        return Err(arg_error(
             "clip_value",
             format!("must be >= 0 and not NaN, got {clip_value}"),
         ));
@@ -264,12 +267,9 @@ pub fn clip_by_value(grads: &mut [&mut [f32]], clip_value: f32) -> Result<(), Ar
 /// assert!((norms[1] - 0.1).abs() < 1e-8);
 /// assert!(((a[0] * a[0] + a[1] * a[1]).sqrt() - 1.0).abs() < 1e-6);
 /// assert_eq!(b, [0.1]); // already within the bound
-/// # Ok::<(), downhill::schedule::ArgError>(())
+/// # Ok::<(), downhill::Error>(())
 /// ```
-pub fn clip_by_norm_per_tensor(
-    grads: &mut [&mut [f32]],
-    max_norm: f64,
-) -> Result<Vec<f64>, ArgError> {
+pub fn clip_by_norm_per_tensor(grads: &mut [&mut [f32]], max_norm: f64) -> Result<Vec<f64>> {
     let mut norms = vec![0.0; grads.len()];
     clip_by_norm_per_tensor_into(grads, max_norm, &mut norms)?;
     Ok(norms)
@@ -286,16 +286,16 @@ pub fn clip_by_norm_per_tensor(
 /// let mut norms = [0.0f64; 1];
 /// clip_by_norm_per_tensor_into(&mut [&mut a], 5.0, &mut norms)?;
 /// assert_eq!(norms, [10.0]);
-/// # Ok::<(), downhill::schedule::ArgError>(())
+/// # Ok::<(), downhill::Error>(())
 /// ```
 pub fn clip_by_norm_per_tensor_into(
     grads: &mut [&mut [f32]],
     max_norm: f64,
     norms: &mut [f64],
-) -> Result<(), ArgError> {
+) -> Result<()> {
     check_max_norm(max_norm)?;
     if norms.len() != grads.len() {
-        return Err(ArgError::new(
+        return Err(arg_error(
             "norms",
             format!(
                 "must have one entry per tensor ({}), got {}",
@@ -320,6 +320,194 @@ pub fn clip_by_norm_per_tensor_into(
         grads.iter_mut().zip(norms.iter_mut()).for_each(clip_one);
     }
     Ok(())
+}
+
+/// How [`ClipGrads`] clips the gradients before each step.
+///
+/// The names say what is bounded; the arithmetic is that of [`clip_by_global_norm`],
+/// [`clip_by_value`] and [`clip_by_norm_per_tensor`] (PyTorch's `clip_grad_norm_` /
+/// `clip_grad_value_` formulas, deterministic `f64` norms).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradClip {
+    /// Scale all gradients together so that their global L2 norm is at most the value.
+    GlobalNorm(f64),
+    /// Clamp every element to `[-value, value]`.
+    Value(f32),
+    /// Scale each tensor separately to an L2 norm of at most the value.
+    PerTensorNorm(f64),
+}
+
+impl GradClip {
+    /// Checks the threshold: finite and `>= 0` (a value bound may be `+inf`); the error names
+    /// `clip_global_norm`, `clip_per_tensor_norm` or `clip_value`.
+    pub fn validate(&self) -> Result<()> {
+        let (field, v) = match *self {
+            GradClip::GlobalNorm(v) => ("clip_global_norm", v),
+            GradClip::PerTensorNorm(v) => ("clip_per_tensor_norm", v),
+            GradClip::Value(v) => {
+                if v.is_nan() || v < 0.0 {
+                    return Err(Error::config(
+                        "clip_value",
+                        format!("clip_value must be >= 0, got {v}"),
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(Error::config(
+                field,
+                format!("{field} must be finite and >= 0, got {v}"),
+            ))
+        }
+    }
+}
+
+/// Any optimizer with its gradients clipped before every step.
+///
+/// The caller's gradients are never modified: they are copied into buffers owned by the
+/// wrapper (allocated on the first step, reused afterwards) and clipped there, then the inner
+/// optimizer steps on the copies. The global L2 norm **before** clipping is
+/// [`last_grad_norm`](Optimizer::last_grad_norm) (for [`GradClip::Value`] and
+/// [`GradClip::PerTensorNorm`] too). A non-finite norm leaves the gradients as they are, so
+/// that the inner optimizer's [`NonFinitePolicy`](crate::NonFinitePolicy) sees them.
+/// Everything else (groups, learning rates, checkpoints) is the inner optimizer's.
+///
+/// ```
+/// use downhill::clip::{ClipGrads, GradClip};
+/// use downhill::{Optimizer, Param, SgdConfig};
+///
+/// let sgd = SgdConfig::default().lr(1.0).build([("w", 2)])?;
+/// let mut opt = ClipGrads::new(Box::new(sgd), GradClip::GlobalNorm(1.0))?;
+/// let mut w = vec![0.0f32; 2];
+/// opt.step(&mut [Param::new("w", &mut w, &[3.0, 4.0])])?;
+/// assert_eq!(opt.last_grad_norm(), Some(5.0));
+/// assert!((w[0] + 0.6).abs() < 1e-6 && (w[1] + 0.8).abs() < 1e-6);
+/// # Ok::<(), downhill::Error>(())
+/// ```
+pub struct ClipGrads<O: Optimizer + ?Sized = dyn Optimizer> {
+    inner: Box<O>,
+    clip: GradClip,
+    /// One gradient copy per parameter of the last call, by position.
+    bufs: Vec<Vec<f32>>,
+    norms: Vec<f64>,
+    last_norm: Option<f64>,
+}
+
+impl<O: Optimizer + ?Sized> std::fmt::Debug for ClipGrads<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipGrads")
+            .field("optimizer", &self.inner.name())
+            .field("clip", &self.clip)
+            .finish()
+    }
+}
+
+impl<O: Optimizer + ?Sized> ClipGrads<O> {
+    /// Wraps `inner`, clipping with `clip` (validated).
+    pub fn new(inner: Box<O>, clip: GradClip) -> Result<Self> {
+        clip.validate()?;
+        Ok(ClipGrads {
+            inner,
+            clip,
+            bufs: Vec::new(),
+            norms: Vec::new(),
+            last_norm: None,
+        })
+    }
+
+    /// The clipping in force.
+    pub fn clip(&self) -> GradClip {
+        self.clip
+    }
+
+    /// The wrapped optimizer.
+    pub fn inner(&self) -> &O {
+        &self.inner
+    }
+
+    /// The wrapped optimizer, mutably.
+    pub fn inner_mut(&mut self) -> &mut O {
+        &mut self.inner
+    }
+
+    /// Takes the wrapped optimizer out.
+    pub fn into_inner(self) -> Box<O> {
+        self.inner
+    }
+
+    /// Copies the gradients into the buffers and clips them there; returns the global norm
+    /// before clipping.
+    fn clip_copies(&mut self, params: &[Param<'_>]) -> Result<f64> {
+        self.bufs.resize_with(params.len(), Vec::new);
+        let mut views: Vec<&mut [f32]> = Vec::with_capacity(params.len());
+        for (buf, p) in self.bufs.iter_mut().zip(params) {
+            if let Some(g) = &p.grad {
+                let g = g.as_f32().ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Shape,
+                        Some(p.name.to_string()),
+                        format!(
+                            "gradient of '{}' is {}, clipping takes f32",
+                            p.name,
+                            g.dtype()
+                        ),
+                    )
+                })?;
+                buf.clear();
+                buf.extend_from_slice(g);
+                views.push(buf.as_mut_slice());
+            }
+        }
+        match self.clip {
+            GradClip::GlobalNorm(max) => clip_by_global_norm(&mut views, max),
+            GradClip::Value(v) => {
+                let norm = global_norm_of(&views);
+                clip_by_value(&mut views, v)?;
+                Ok(norm)
+            }
+            GradClip::PerTensorNorm(max) => {
+                let norm = global_norm_of(&views);
+                self.norms.resize(views.len(), 0.0);
+                clip_by_norm_per_tensor_into(&mut views, max, &mut self.norms)?;
+                Ok(norm)
+            }
+        }
+    }
+}
+
+fn global_norm_of(views: &[&mut [f32]]) -> f64 {
+    let shared: Vec<&[f32]> = views.iter().map(|v| &**v).collect();
+    global_norm(&shared)
+}
+
+impl<O: Optimizer + ?Sized> Optimizer for ClipGrads<O> {
+    delegate_optimizer!(inner);
+
+    fn step(&mut self, params: &mut [Param<'_>]) -> Result<()> {
+        let norm = self.clip_copies(params)?;
+        self.last_norm = Some(norm);
+        let mut clipped: Vec<Param<'_>> = params
+            .iter_mut()
+            .zip(&self.bufs)
+            .map(|(p, buf)| {
+                let grad = p.grad.is_some().then_some(GradData::F32(buf.as_slice()));
+                p.with_grad(grad)
+            })
+            .collect();
+        self.inner.step(&mut clipped)
+    }
+
+    fn last_grad_norm(&self) -> Option<f64> {
+        self.last_norm
+    }
+
+    fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inner.load_bytes(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -509,23 +697,23 @@ mod tests {
         let mut g = [1.0f32];
         for bad in [-1.0, f64::NAN, f64::INFINITY] {
             let err = clip_by_global_norm(&mut [&mut g], bad).unwrap_err();
-            assert_eq!(err.field(), "max_norm");
+            assert_eq!(err.field(), Some("max_norm"));
             let err = clip_by_norm_per_tensor(&mut [&mut g], bad).unwrap_err();
-            assert_eq!(err.field(), "max_norm");
+            assert_eq!(err.field(), Some("max_norm"));
         }
         assert_eq!(
             clip_by_global_norm(&mut [&mut g], -1.0)
                 .unwrap_err()
-                .to_string(),
+                .message(),
             "max_norm must be finite and >= 0, got -1"
         );
         for bad in [-0.5f32, f32::NAN] {
             let err = clip_by_value(&mut [&mut g], bad).unwrap_err();
-            assert_eq!(err.field(), "clip_value");
+            assert_eq!(err.field(), Some("clip_value"));
         }
         let mut norms = [0.0; 2];
         let err = clip_by_norm_per_tensor_into(&mut [&mut g], 1.0, &mut norms).unwrap_err();
-        assert_eq!(err.field(), "norms");
+        assert_eq!(err.field(), Some("norms"));
         assert_eq!(g, [1.0]);
     }
 

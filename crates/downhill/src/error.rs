@@ -40,7 +40,8 @@ impl Error {
         }
     }
 
-    /// An invalid hyperparameter.
+    /// An invalid hyperparameter: `field` is its name, `message` says why and names the
+    /// value (`"betas.1 must be in [0, 1), got 1.5"`).
     pub fn config(field: &str, message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidConfig, Some(field.to_string()), message)
     }
@@ -53,7 +54,8 @@ impl Error {
         Error::new(ErrorKind::Param, Some(field.to_string()), message)
     }
 
-    pub(crate) fn checkpoint(message: impl Into<String>) -> Self {
+    /// A checkpoint (or a record in it) that cannot be written or read.
+    pub fn checkpoint(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Checkpoint, None, message)
     }
 

@@ -5,7 +5,7 @@
 //! which derives its [`Hyperparameters`] impl (defaults, builders, per-field validation, get
 //! and set by name) from one field list. The vocabulary of names shared by all optimizers
 //! (PyTorch's keyword names: `lr`, `betas`, `weight_decay`, ...) is the list in
-//! `optim/mod.rs` that generates [`Hyperparams`] and [`HYPERPARAMETERS`](crate::HYPERPARAMETERS);
+//! `optim/mod.rs` that generates [`Hyperparams`](crate::Hyperparams) and [`HYPERPARAMETERS`](crate::HYPERPARAMETERS);
 //! a test checks that every config field is in it with the same kind.
 
 use std::fmt;

@@ -70,6 +70,7 @@ mod optimizer;
 mod param;
 pub mod registry;
 pub mod schedule;
+pub mod state;
 
 pub use engine::{Engine, Mode, NonFinitePolicy};
 #[doc(hidden)]
@@ -80,5 +81,5 @@ pub use optim::adamw::DecayForm;
 pub use optim::exports::*;
 pub use optim::{Hyperparams, HYPERPARAMETERS, OPTIMIZER_NAMES, REGISTRY};
 pub use optimizer::Optimizer;
-pub use param::{Param, ParamSpec};
+pub use param::{DType, GradData, Param, ParamData, ParamSpec};
 pub use registry::{ConfigKernel, OptimizerConfig};

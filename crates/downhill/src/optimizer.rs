@@ -4,8 +4,10 @@ use std::path::Path;
 
 use crate::engine::{Engine, Mode, NonFinitePolicy};
 use crate::error::Result;
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, StepKind};
 use crate::param::{Param, ParamSpec};
+use crate::schedule::{LrDriver, Schedule};
+use crate::state::{Record, RecordDoc};
 
 /// What every optimizer can do, whatever its math: step a list of parameters, manage groups
 /// and learning rates, and save or load its state.
@@ -23,8 +25,16 @@ pub trait Optimizer: Send + Sync {
     fn num_groups(&self) -> usize;
     /// Learning rate of a group. Panics if `group >= num_groups()`.
     fn lr(&self, group: usize) -> f64;
-    /// Sets the learning rate of a group.
+    /// Sets the learning rate of a group (the base learning rate while the learning-rate
+    /// driver is on).
     fn set_lr(&mut self, group: usize, lr: f64) -> Result<()>;
+    /// Drives the learning rates from `schedule` from now on; see [`LrDriver`].
+    fn set_schedule(&mut self, schedule: Option<Schedule>) -> Result<()>;
+    /// Multiplies the driven learning rates by `multiplier` from the next step on (for
+    /// example a [`ReduceOnPlateau`](crate::schedule::ReduceOnPlateau)'s).
+    fn set_lr_multiplier(&mut self, multiplier: f64) -> Result<()>;
+    /// The learning-rate driver (its schedule, multiplier, base learning rates and step count).
+    fn lr_driver(&self) -> &LrDriver;
     /// The group a parameter belongs to.
     fn group_of(&self, name: &str) -> Option<usize>;
     /// The registered parameters in registration order.
@@ -47,11 +57,17 @@ pub trait Optimizer: Send + Sync {
     fn set_mode(&mut self, mode: Mode);
     /// Fixes the elements per parallel chunk (`None`: automatic).
     fn set_chunk_elems(&mut self, elems: Option<usize>);
-    /// Companion state saved with the checkpoint under `key` (e.g. a
-    /// [`ReduceOnPlateau`](crate::schedule::ReduceOnPlateau) serialised with serde).
-    fn extra_state(&self, key: &str) -> Option<&serde_json::Value>;
-    /// Stores companion state to be saved with the checkpoint.
-    fn set_extra_state(&mut self, key: &str, value: serde_json::Value);
+    /// The stored form of the companion record saved under `key` (see
+    /// `dyn Optimizer`'s `record` for the typed access).
+    fn record_doc(&self, key: &str) -> Option<&RecordDoc>;
+    /// Stores a companion record to be saved with the checkpoint (see
+    /// `dyn Optimizer`'s `set_record` for the typed access).
+    fn set_record_doc(&mut self, key: &str, doc: RecordDoc);
+    /// The global L2 norm of the gradients of the last step before clipping, when a
+    /// [`ClipGrads`](crate::clip::ClipGrads) wrapper clips them (`None` otherwise).
+    fn last_grad_norm(&self) -> Option<f64> {
+        None
+    }
     /// The full state (hyperparameters, step counts, buffers) as safetensors bytes.
     fn to_bytes(&self) -> Result<Vec<u8>>;
     /// Restores a state written by [`Optimizer::to_bytes`]. On error the optimizer is unchanged.
@@ -64,6 +80,21 @@ pub trait Optimizer: Send + Sync {
     fn load(&mut self, path: &Path) -> Result<()> {
         let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
         self.load_bytes(&bytes)
+    }
+}
+
+impl dyn Optimizer + '_ {
+    /// The companion record of type `R`, if the optimizer (or the checkpoint it loaded) has
+    /// one; a record of another version is upgraded by [`Record::upgrade`].
+    pub fn record<R: Record>(&self) -> Result<Option<R>> {
+        self.record_doc(R::KEY).map(RecordDoc::decode).transpose()
+    }
+
+    /// Saves `record` with the optimizer's state, replacing one of the same type.
+    pub fn set_record<R: Record>(&mut self, record: &R) -> Result<()> {
+        let doc = RecordDoc::encode(record)?;
+        self.set_record_doc(R::KEY, doc);
+        Ok(())
     }
 }
 
@@ -82,6 +113,15 @@ impl<K: Kernel> Optimizer for Engine<K> {
     }
     fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
         Engine::set_lr(self, group, lr)
+    }
+    fn set_schedule(&mut self, schedule: Option<Schedule>) -> Result<()> {
+        Engine::set_schedule(self, schedule)
+    }
+    fn set_lr_multiplier(&mut self, multiplier: f64) -> Result<()> {
+        Engine::set_lr_multiplier(self, multiplier)
+    }
+    fn lr_driver(&self) -> &LrDriver {
+        Engine::lr_driver(self)
     }
     fn group_of(&self, name: &str) -> Option<usize> {
         Engine::group_of(self, name)
@@ -106,7 +146,7 @@ impl<K: Kernel> Optimizer for Engine<K> {
     }
     fn traffic(&self, len: usize) -> (usize, usize) {
         let cfg = self.config(0);
-        if K::TWO_PASS && len <= crate::kernel::SMALL_TENSOR {
+        if K::STEP == StepKind::TwoPass && len <= crate::kernel::SMALL_TENSOR {
             let n = K::buffers(cfg).len();
             (2 + n, 1 + n)
         } else {
@@ -119,11 +159,11 @@ impl<K: Kernel> Optimizer for Engine<K> {
     fn set_chunk_elems(&mut self, elems: Option<usize>) {
         Engine::set_chunk_elems(self, elems)
     }
-    fn extra_state(&self, key: &str) -> Option<&serde_json::Value> {
-        self.extra.get(key)
+    fn record_doc(&self, key: &str) -> Option<&RecordDoc> {
+        self.records.get(key)
     }
-    fn set_extra_state(&mut self, key: &str, value: serde_json::Value) {
-        self.extra.insert(key.to_string(), value);
+    fn set_record_doc(&mut self, key: &str, doc: RecordDoc) {
+        self.records.insert(key.to_string(), doc);
     }
     fn to_bytes(&self) -> Result<Vec<u8>> {
         crate::checkpoint::encode(self)
@@ -132,3 +172,74 @@ impl<K: Kernel> Optimizer for Engine<K> {
         crate::checkpoint::decode_into(self, bytes)
     }
 }
+
+/// The [`Optimizer`] methods a wrapper passes straight to the optimizer in its field `$inner`
+/// (everything but `step`, `last_grad_norm` and `load_bytes`, which a wrapper writes itself).
+macro_rules! delegate_optimizer {
+    ($inner:ident) => {
+        fn name(&self) -> &'static str {
+            self.$inner.name()
+        }
+        fn num_groups(&self) -> usize {
+            self.$inner.num_groups()
+        }
+        fn lr(&self, group: usize) -> f64 {
+            self.$inner.lr(group)
+        }
+        fn set_lr(&mut self, group: usize, lr: f64) -> $crate::Result<()> {
+            self.$inner.set_lr(group, lr)
+        }
+        fn set_schedule(
+            &mut self,
+            schedule: Option<$crate::schedule::Schedule>,
+        ) -> $crate::Result<()> {
+            self.$inner.set_schedule(schedule)
+        }
+        fn set_lr_multiplier(&mut self, multiplier: f64) -> $crate::Result<()> {
+            self.$inner.set_lr_multiplier(multiplier)
+        }
+        fn lr_driver(&self) -> &$crate::schedule::LrDriver {
+            self.$inner.lr_driver()
+        }
+        fn group_of(&self, name: &str) -> Option<usize> {
+            self.$inner.group_of(name)
+        }
+        fn param_specs(&self) -> Vec<$crate::ParamSpec> {
+            self.$inner.param_specs()
+        }
+        fn group_config_json(&self, group: usize) -> serde_json::Value {
+            self.$inner.group_config_json(group)
+        }
+        fn step_count(&self, name: &str) -> Option<u64> {
+            self.$inner.step_count(name)
+        }
+        fn state_buffer(&self, name: &str, buffer: &str) -> Option<&[f32]> {
+            self.$inner.state_buffer(name, buffer)
+        }
+        fn set_nonfinite_policy(&mut self, policy: $crate::NonFinitePolicy) {
+            self.$inner.set_nonfinite_policy(policy)
+        }
+        fn skipped_steps(&self) -> u64 {
+            self.$inner.skipped_steps()
+        }
+        fn traffic(&self, len: usize) -> (usize, usize) {
+            self.$inner.traffic(len)
+        }
+        fn set_mode(&mut self, mode: $crate::Mode) {
+            self.$inner.set_mode(mode)
+        }
+        fn set_chunk_elems(&mut self, elems: Option<usize>) {
+            self.$inner.set_chunk_elems(elems)
+        }
+        fn record_doc(&self, key: &str) -> Option<&$crate::state::RecordDoc> {
+            self.$inner.record_doc(key)
+        }
+        fn set_record_doc(&mut self, key: &str, doc: $crate::state::RecordDoc) {
+            self.$inner.set_record_doc(key, doc)
+        }
+        fn to_bytes(&self) -> $crate::Result<Vec<u8>> {
+            self.$inner.to_bytes()
+        }
+    };
+}
+pub(crate) use delegate_optimizer;

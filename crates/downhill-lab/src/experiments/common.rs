@@ -70,27 +70,3 @@ pub fn fmt3(v: f64) -> String {
 pub fn fmt_lr(lr: f64) -> String {
     crate::plot::format_tick(lr)
 }
-
-/// Cosine decay from 1 to 0 over `total` steps, as an lr multiplier.
-pub fn cosine_factor(total: usize) -> crate::train::LrFactor {
-    std::sync::Arc::new(move |t: usize| {
-        let frac = (t as f64 / total.max(1) as f64).min(1.0);
-        0.5 * (1.0 + (std::f64::consts::PI * frac).cos())
-    })
-}
-
-/// `1/sqrt(t+1)` (the Adam paper's α/√t), as an lr multiplier.
-pub fn inverse_sqrt_factor() -> crate::train::LrFactor {
-    std::sync::Arc::new(|t: usize| 1.0 / ((t + 1) as f64).sqrt())
-}
-
-/// Linear warm-up over `warmup` steps, then constant, as an lr multiplier.
-pub fn warmup_factor(warmup: usize) -> crate::train::LrFactor {
-    std::sync::Arc::new(move |t: usize| {
-        if t < warmup {
-            (t + 1) as f64 / warmup as f64
-        } else {
-            1.0
-        }
-    })
-}

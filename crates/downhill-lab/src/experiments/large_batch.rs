@@ -10,6 +10,7 @@
 //! per-layer ratios.
 
 use candle_core::{Device, Tensor};
+use downhill::schedule::Schedule;
 use downhill::{Hyperparams, OptimizerConfig};
 use downhill_candle::CandleOptimizer;
 use serde::Serialize;
@@ -107,6 +108,8 @@ fn train_one(
     let steps_per_epoch = n.div_ceil(batch_size);
     let warmup = warmup_epochs * steps_per_epoch;
     let total = epochs * steps_per_epoch;
+    opt.optimizer_mut()
+        .set_schedule(Some(warmup_then_poly2(warmup as u64, total as u64)))?;
     let every = (total / 150).max(1);
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = SplitMix64::derive(seed, "batches");
@@ -142,16 +145,6 @@ fn train_one(
                     }
                 }
                 ratios.push((step, r));
-            }
-            let factor = if step < warmup {
-                (step + 1) as f64 / warmup as f64
-            } else {
-                // Polynomial (power 2) decay to 0 after the warm-up, as in the LARS paper.
-                let frac = (step - warmup) as f64 / (total - warmup).max(1) as f64;
-                (1.0 - frac).powi(2)
-            };
-            for g in 0..opt.num_groups() {
-                opt.set_lr(g, lr * factor)?;
             }
             opt.step(&grads)?;
             step += 1;
@@ -355,4 +348,30 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         .image(img_acc)
         .image(img_ratio)
         .verdict(outcome, text))
+}
+
+/// The LARS paper's schedule: a linear warm-up whose step `t` (0-based) uses `(t + 1) / W` of
+/// the base lr, then a polynomial (power 2) decay to 0 over the remaining `total - W` steps.
+fn warmup_then_poly2(warmup: u64, total: u64) -> Schedule {
+    let decay = Schedule::Polynomial {
+        total_steps: total.saturating_sub(warmup).max(1),
+        power: 2.0,
+        end_factor: 0.0,
+    };
+    if warmup == 0 {
+        return decay;
+    }
+    let ramp = if warmup == 1 {
+        Schedule::Constant
+    } else {
+        Schedule::Linear {
+            start_factor: 1.0 / warmup as f64,
+            end_factor: 1.0,
+            total_steps: warmup - 1,
+        }
+    };
+    Schedule::Join {
+        schedules: vec![ramp, decay],
+        boundaries: vec![warmup],
+    }
 }

@@ -33,10 +33,7 @@ pub mod weight_decay;
 
 use std::path::PathBuf;
 
-pub use common::{
-    cosine_factor, epoch_loss, epoch_losses, figure, fmt3, fmt_lr, inverse_sqrt_factor, json_num,
-    last, warmup_factor, write_results,
-};
+pub use common::{epoch_loss, epoch_losses, figure, fmt3, fmt_lr, json_num, last, write_results};
 
 use crate::data::{self, DataSource, Split};
 use crate::report::Section;

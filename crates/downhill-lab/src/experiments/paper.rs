@@ -9,12 +9,11 @@
 //!
 //! Measured: the mean mini-batch training loss per epoch.
 
+use downhill::schedule::Schedule;
 use downhill::{Hyperparams, OptimizerConfig};
 use serde::Serialize;
 
-use super::{
-    epoch_losses, figure, fmt3, fmt_lr, inverse_sqrt_factor, json_num, write_results, Ctx,
-};
+use super::{epoch_losses, figure, fmt3, fmt_lr, json_num, write_results, Ctx};
 use crate::models::ModelSpec;
 use crate::plot::{palette_color, LineChart, Scale, Series};
 use crate::report::{Outcome, Section};
@@ -102,7 +101,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     };
     // Figure 1: logistic regression, α/√t.
     let logreg_opts = TrainOptions {
-        lr_factor: Some(inverse_sqrt_factor()),
+        schedule: Some(Schedule::InverseSqrt),
         ..ctx.train_options(lr_epochs)
     };
     let mut logreg = Vec::new();

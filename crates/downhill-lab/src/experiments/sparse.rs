@@ -10,6 +10,7 @@
 //! loss. The loss and gradient are written by hand on the sparse rows; downhill steps the
 //! dense weight vector directly (no candle).
 
+use downhill::schedule::Schedule;
 use downhill::{Hyperparams, OptimizerConfig, Param, ParamSpec};
 use serde::Serialize;
 
@@ -124,7 +125,10 @@ pub fn train_sparse(
     seed: u64,
 ) -> Result<SparseRun> {
     let mut opt = config.build(vec![ParamSpec::new("w", VOCAB), ParamSpec::new("b", 1)])?;
-    let base = config.lr();
+    if decay {
+        // α/√t with the 1-based step t.
+        opt.set_schedule(Some(Schedule::InverseSqrt))?;
+    }
     let (mut w, mut b) = (vec![0.0f32; VOCAB], vec![0.0f32; 1]);
     let (mut gw, mut gb) = (vec![0.0f32; VOCAB], vec![0.0f32; 1]);
     let mut rng = SplitMix64::derive(seed, "sparse/train");
@@ -132,7 +136,6 @@ pub fn train_sparse(
     let mut order: Vec<usize> = (0..n).collect();
     let mut curve = vec![json_num(evaluate(&w, b[0], &data.train_x, &data.train_y).0)];
     let mut kept: Vec<u32> = Vec::with_capacity(WORDS_PER_DOC);
-    let mut step = 0usize;
     let mut diverged = false;
     for _ in 0..epochs {
         rng.shuffle(&mut order);
@@ -155,10 +158,6 @@ pub fn train_sparse(
                 }
                 gb[0] += err;
             }
-            step += 1;
-            if decay {
-                opt.set_lr(0, base / (step as f64).sqrt())?;
-            }
             opt.step(&mut [Param::new("w", &mut w, &gw), Param::new("b", &mut b, &gb)])?;
         }
         let (loss, _) = evaluate(&w, b[0], &data.train_x, &data.train_y);
@@ -170,7 +169,7 @@ pub fn train_sparse(
     let (_, acc) = evaluate(&w, b[0], &data.test_x, &data.test_y);
     Ok(SparseRun {
         optimizer: label.to_string(),
-        lr: base,
+        lr: config.lr(),
         train_loss: curve,
         test_accuracy: if diverged { f64::NAN } else { acc },
     })

@@ -9,10 +9,11 @@
 //! the lowest error; a coupled method's best column moves with the row (a diagonal basin), a
 //! decoupled one's stays put.
 
+use downhill::schedule::{DecayShape, Schedule};
 use downhill::{Hyperparams, OptimizerConfig};
 use serde::Serialize;
 
-use super::{cosine_factor, figure, fmt_lr, last, write_results, Ctx};
+use super::{figure, fmt_lr, last, write_results, Ctx};
 use crate::models::ModelSpec;
 use crate::plot::Heatmap;
 use crate::report::{Outcome, Section};
@@ -69,7 +70,16 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let spec = ModelSpec::mlp(&[hidden], 0.0);
     let steps = epochs * split.train.len().div_ceil(128);
     let opts = TrainOptions {
-        lr_factor: Some(cosine_factor(steps)),
+        // Cosine decay from 1 to 0 over the run: the decay phase of a warmup-stable-decay
+        // schedule with no warm-up and no stable phase, whose factor is
+        // `(1 + cos(pi * t / steps)) / 2` computed as `0.5 * (1 + cos(pi * (t / steps)))`.
+        schedule: Some(Schedule::WarmupStableDecay {
+            warmup_steps: 0,
+            stable_steps: 0,
+            decay_steps: steps as u64,
+            min_factor: 0.0,
+            decay_shape: DecayShape::Cosine,
+        }),
         ..ctx.train_options(epochs)
     };
     let mut out = Vec::new();

@@ -6,14 +6,40 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use downhill::schedule::ReduceOnPlateau;
+use downhill::state::{Record, RecordDoc};
 use downhill_candle::CandleOptimizer;
 
 use crate::models::Model;
 use crate::run::Metrics;
 use crate::{LabError, Result};
 
-/// Extra-state key of the trainer's own state in checkpoints.
-pub const TRAINER_STATE_KEY: &str = "downhill_lab";
+/// The trainer's position, saved in the optimizer's checkpoint: epochs finished, optimizer
+/// steps taken and the reduce-on-plateau state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainerRecord {
+    /// Epochs finished.
+    pub epoch: u64,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The reduce-on-plateau state, if the run has one.
+    pub plateau: Option<ReduceOnPlateau>,
+}
+
+impl Record for TrainerRecord {
+    const KEY: &'static str = "downhill_lab";
+    const VERSION: u32 = 1;
+
+    /// Version 0 is checkpoint format 1's JSON under the same key, with the same fields.
+    fn upgrade(version: u32, data: serde_json::Value) -> downhill::Result<Self> {
+        if version == 0 {
+            RecordDoc { version: 1, data }.decode()
+        } else {
+            Err(downhill::Error::checkpoint(format!(
+                "trainer record version {version} is newer than this build's (1)"
+            )))
+        }
+    }
+}
 /// Optimizer state file inside a checkpoint folder.
 pub const CHECKPOINT_OPTIMIZER: &str = "optimizer.safetensors";
 /// Model parameters file inside a checkpoint folder.
@@ -57,23 +83,24 @@ pub(super) fn load_checkpoint(
     }
     let opt_path = dir.join(CHECKPOINT_OPTIMIZER);
     optimizer.load(&opt_path)?;
-    let state = optimizer
+    let record = optimizer
         .optimizer()
-        .extra_state(TRAINER_STATE_KEY)
-        .cloned()
-        .ok_or_else(|| LabError::data(&opt_path, format!("no {TRAINER_STATE_KEY:?} state")))?;
-    let bad = |what: &str| LabError::data(&opt_path, format!("bad trainer state: {what}"));
-    let epoch = state["epoch"].as_u64().ok_or_else(|| bad("epoch"))? as usize;
-    let step = state["step"].as_u64().ok_or_else(|| bad("step"))? as usize;
-    let plateau = match state.get("plateau") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(p) => Some(serde_json::from_value(p.clone()).map_err(|e| bad(&e.to_string()))?),
-    };
+        .record::<TrainerRecord>()
+        .map_err(|e| LabError::data(&opt_path, format!("bad trainer record: {}", e.message())))?
+        .ok_or_else(|| {
+            LabError::data(
+                &opt_path,
+                format!(
+                    "no {:?} record: not a checkpoint of downhill train",
+                    TrainerRecord::KEY
+                ),
+            )
+        })?;
     let metrics = Metrics::read_csv(&dir.join(crate::run::METRICS_FILE))?;
     Ok(Resumed {
-        epoch,
-        step,
-        plateau,
+        epoch: record.epoch as usize,
+        step: record.step as usize,
+        plateau: record.plateau,
         metrics,
     })
 }
@@ -89,15 +116,11 @@ pub(super) fn save_checkpoint(
     metrics: &Metrics,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
-    let plateau = match plateau {
-        Some(p) => serde_json::to_value(p)
-            .map_err(|e| LabError::config(format!("cannot serialise the plateau state: {e}")))?,
-        None => serde_json::Value::Null,
-    };
-    optimizer.optimizer_mut().set_extra_state(
-        TRAINER_STATE_KEY,
-        serde_json::json!({ "epoch": epoch, "step": step, "plateau": plateau }),
-    );
+    optimizer.optimizer_mut().set_record(&TrainerRecord {
+        epoch: epoch as u64,
+        step: step as u64,
+        plateau: plateau.cloned(),
+    })?;
     optimizer.save(&dir.join(CHECKPOINT_OPTIMIZER))?;
     let tensors: HashMap<String, Tensor> = model
         .vars()

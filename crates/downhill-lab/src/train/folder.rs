@@ -89,7 +89,7 @@ pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
         downhill_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let training = TrainingConfig {
-        skipped_steps: result.optimizer.skipped_steps(),
+        skipped_steps: result.optimizer.optimizer().skipped_steps(),
         ..training_record(&req.opts)
     };
     run::write_run_with_training(&req.dir, &config, &training, &result.metrics)?;

@@ -11,11 +11,11 @@
 //! | file | what lives there |
 //! |---|---|
 //! | `mod.rs` | the entry points [`train_with_config`] and [`train`] |
-//! | `options.rs` | [`TrainOptions`], [`LrFactor`] |
+//! | `options.rs` | [`TrainOptions`] |
 //! | `train_loop.rs` | [`train_model`]: epochs, optimizer steps (with accumulation), [`RunResult`] |
 //! | `evaluate.rs` | [`evaluate`]: loss and accuracy on a whole dataset |
 //! | `groups.rs` | biases and 1-D parameters without weight decay ([`build_without_decay_on_bias_norm`]) |
-//! | `checkpoint.rs` | the checkpoint folder ([`TRAINER_STATE_KEY`], [`CHECKPOINT_OPTIMIZER`], [`CHECKPOINT_MODEL`]) |
+//! | `checkpoint.rs` | the checkpoint folder ([`TrainerRecord`], [`CHECKPOINT_OPTIMIZER`], [`CHECKPOINT_MODEL`]) |
 //! | `folder.rs` | one run written to its folder ([`run_to_folder`]), as `compare` and `train` do |
 //!
 //! # Reproducibility
@@ -72,11 +72,11 @@ mod tests;
 use downhill::{Optimizer, OptimizerConfig, ParamSpec};
 use downhill_candle::CandleOptimizer;
 
-pub use checkpoint::{CHECKPOINT_MODEL, CHECKPOINT_OPTIMIZER, TRAINER_STATE_KEY};
+pub use checkpoint::{TrainerRecord, CHECKPOINT_MODEL, CHECKPOINT_OPTIMIZER};
 pub use evaluate::evaluate;
 pub use folder::{run_to_folder, training_record, RunRequest};
 pub use groups::{build_without_decay_on_bias_norm, is_bias_or_norm};
-pub use options::{LrFactor, TrainOptions};
+pub use options::TrainOptions;
 pub use train_loop::{train_model, RunResult};
 
 use crate::data::{Split, NUM_CLASSES};

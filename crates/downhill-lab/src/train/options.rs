@@ -1,7 +1,6 @@
 //! The options of a training run ([`TrainOptions`]) and their validation.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use downhill::schedule::{PlateauConfig, Schedule};
 use downhill::NonFinitePolicy;
@@ -9,12 +8,8 @@ use downhill_candle::GradClip;
 
 use crate::{LabError, Result};
 
-/// A learning-rate multiplier as a function of the 0-based global step: every group's lr for
-/// step `t` is its initial lr times `factor(t)`.
-pub type LrFactor = Arc<dyn Fn(usize) -> f64 + Send + Sync>;
-
 /// Options of a training run.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TrainOptions {
     /// Passes over the training set.
     pub epochs: usize,
@@ -30,13 +25,11 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Label shown on the progress bar.
     pub label: String,
-    /// Optional learning-rate schedule, as a multiplier of each group's initial lr.
-    pub lr_factor: Option<LrFactor>,
-    /// Learning-rate schedule stepped once per optimizer step (cannot be combined with
-    /// `lr_factor`).
+    /// Learning-rate schedule, stepped once per optimizer step by the optimizer's
+    /// learning-rate driver, from each group's initial lr.
     pub schedule: Option<Schedule>,
-    /// Reduce-on-plateau on the test loss after every epoch (cannot be combined with
-    /// `lr_factor`).
+    /// Reduce-on-plateau on the test loss after every epoch (its multiplier goes to the
+    /// learning-rate driver).
     pub plateau: Option<PlateauConfig>,
     /// Gradient clipping before every step.
     pub clip: Option<GradClip>,
@@ -53,29 +46,6 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for TrainOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrainOptions")
-            .field("epochs", &self.epochs)
-            .field("batch_size", &self.batch_size)
-            .field("seed", &self.seed)
-            .field("eval_batch_size", &self.eval_batch_size)
-            .field("eval_train", &self.eval_train)
-            .field("progress", &self.progress)
-            .field("label", &self.label)
-            .field("lr_factor", &self.lr_factor.is_some())
-            .field("schedule", &self.schedule)
-            .field("plateau", &self.plateau)
-            .field("clip", &self.clip)
-            .field("nonfinite", &self.nonfinite)
-            .field("accumulate", &self.accumulate)
-            .field("no_decay_bias_norm", &self.no_decay_bias_norm)
-            .field("checkpoint", &self.checkpoint)
-            .field("resume", &self.resume)
-            .finish()
-    }
-}
-
 impl Default for TrainOptions {
     /// 5 epochs, batch 128, seed 0, evaluation in batches of 1000 with training accuracy, no
     /// progress bar, no schedule.
@@ -88,7 +58,6 @@ impl Default for TrainOptions {
             eval_train: true,
             progress: false,
             label: String::new(),
-            lr_factor: None,
             schedule: None,
             plateau: None,
             clip: None,
@@ -121,21 +90,17 @@ impl TrainOptions {
                 self.accumulate, self.batch_size
             )));
         }
-        if self.lr_factor.is_some() && (self.schedule.is_some() || self.plateau.is_some()) {
-            return Err(LabError::config(
-                "an lr_factor cannot be combined with a schedule or a plateau",
-            ));
-        }
         if let Some(s) = &self.schedule {
             s.validate()
-                .map_err(|e| LabError::config(format!("--schedule: {e}")))?;
+                .map_err(|e| LabError::config(format!("--schedule: {}", e.message())))?;
         }
         if let Some(p) = &self.plateau {
             p.validate()
-                .map_err(|e| LabError::config(format!("--plateau: {e}")))?;
+                .map_err(|e| LabError::config(format!("--plateau: {}", e.message())))?;
         }
         if let Some(c) = &self.clip {
-            c.validate().map_err(|e| LabError::config(e.to_string()))?;
+            c.validate()
+                .map_err(|e| LabError::config(e.message().to_string()))?;
         }
         Ok(())
     }

@@ -1,7 +1,5 @@
 //! Tests of the training loop: determinism, divergence, lr factors, and bit-identical resume.
 
-use std::sync::Arc;
-
 use downhill::schedule::{PlateauConfig, Schedule};
 use downhill::{Hyperparams, OptimizerConfig};
 use downhill_candle::GradClip;
@@ -92,18 +90,20 @@ fn divergence_stops_the_run() {
 }
 
 #[test]
-fn lr_factor_sets_every_group() {
+fn schedule_sets_the_lr_of_every_step() {
     let data = small_split();
     let opts = TrainOptions {
         epochs: 2,
         batch_size: 100,
-        lr_factor: Some(Arc::new(|step| 1.0 / (1 + step) as f64)),
+        schedule: Some(downhill::schedule::Schedule::InverseSqrt),
         ..Default::default()
     };
     let r = train_with_config(&ModelSpec::logreg(), &config("sgd", 0.1), &data, &opts).unwrap();
+    // 300 examples in batches of 100: steps 0-2 in epoch 1, 3-5 in epoch 2.
     assert_eq!(r.metrics.lr[0].value, 0.1);
-    assert_eq!(r.metrics.lr[1].value, 0.1 / 4.0);
-    assert_eq!(r.optimizer.lr(0), 0.1 / 6.0);
+    assert_eq!(r.metrics.lr[1].value, 0.1 * (1.0 / 4f64.sqrt()));
+    assert_eq!(r.optimizer.lr(0), 0.1 * (1.0 / 6f64.sqrt()));
+    assert_eq!(r.optimizer.optimizer().lr_driver().steps(), 6);
 }
 
 fn without_times(m: &Metrics) -> Metrics {

@@ -91,7 +91,7 @@ fn dropout_rng(seed: u64, epoch: usize) -> SplitMix64 {
 /// Train an already built `model` with `optimizer` (which must drive the model's vars).
 pub fn train_model(
     model: Model,
-    mut optimizer: CandleOptimizer,
+    optimizer: CandleOptimizer,
     data: &Split,
     opts: &TrainOptions,
 ) -> Result<RunResult> {
@@ -102,10 +102,7 @@ pub fn train_model(
         return Err(LabError::config("the training set is empty"));
     }
     let steps_per_epoch = n.div_ceil(opts.batch_size);
-    let base_lrs: Vec<f64> = (0..optimizer.num_groups())
-        .map(|g| optimizer.lr(g))
-        .collect();
-    let plateau = configure(&mut optimizer, opts)?;
+    let (optimizer, plateau) = configure(optimizer, opts)?;
     let mut trainer = Trainer {
         batch: Batch {
             images: Vec::with_capacity(opts.batch_size * data.train.pixels()),
@@ -115,7 +112,6 @@ pub fn train_model(
         optimizer,
         data,
         opts,
-        base_lrs,
         plateau,
         metrics: Metrics::default(),
         step: 0,
@@ -138,10 +134,10 @@ pub fn train_model(
         }
     };
     if let Some(p) = &trainer.plateau {
-        trainer.optimizer.set_lr_multiplier(p.multiplier())?;
-    }
-    if opts.accumulate > 1 {
-        trainer.optimizer.set_accumulation(opts.accumulate)?;
+        trainer
+            .optimizer
+            .optimizer_mut()
+            .set_lr_multiplier(p.multiplier())?;
     }
     let remaining = (opts.epochs + 1).saturating_sub(first_epoch);
     trainer
@@ -170,23 +166,33 @@ pub fn train_model(
     })
 }
 
-/// Give `optimizer` the clipping, non-finite policy and schedule of `opts`; returns the
+/// Compose `optimizer` with the clipping and accumulation of `opts` (clipping applies to the
+/// accumulated mean) and give it the non-finite policy and schedule; returns it with the
 /// reduce-on-plateau state, if `opts` has one.
 fn configure(
-    optimizer: &mut CandleOptimizer,
+    mut optimizer: CandleOptimizer,
     opts: &TrainOptions,
-) -> Result<Option<ReduceOnPlateau>> {
-    optimizer.set_clip(opts.clip)?;
-    optimizer.set_nonfinite_policy(opts.nonfinite);
-    if opts.schedule.is_some() || opts.plateau.is_some() {
-        optimizer.set_schedule(opts.schedule.clone())?;
+) -> Result<(CandleOptimizer, Option<ReduceOnPlateau>)> {
+    if let Some(clip) = opts.clip {
+        optimizer = optimizer.with_clip(clip)?;
     }
-    opts.plateau
+    if opts.accumulate > 1 {
+        optimizer = optimizer.with_accumulation(opts.accumulate)?;
+    }
+    let inner = optimizer.optimizer_mut();
+    inner.set_nonfinite_policy(opts.nonfinite);
+    if opts.schedule.is_some() || opts.plateau.is_some() {
+        inner.set_schedule(opts.schedule.clone())?;
+    }
+    let plateau = opts
+        .plateau
         .as_ref()
         .map(|c| {
-            ReduceOnPlateau::new(c.clone()).map_err(|e| LabError::config(format!("--plateau: {e}")))
+            ReduceOnPlateau::new(c.clone())
+                .map_err(|e| LabError::config(format!("--plateau: {}", e.message())))
         })
-        .transpose()
+        .transpose()?;
+    Ok((optimizer, plateau))
 }
 
 /// A run between two optimizer steps: the model, the optimizer, the metrics so far and the
@@ -196,8 +202,6 @@ struct Trainer<'a> {
     optimizer: CandleOptimizer,
     data: &'a Split,
     opts: &'a TrainOptions,
-    /// Each group's lr before training (what `lr_factor` multiplies).
-    base_lrs: Vec<f64>,
     plateau: Option<ReduceOnPlateau>,
     metrics: Metrics,
     /// Optimizer steps taken so far (the 1-based step of the last one).
@@ -219,6 +223,18 @@ impl Trainer<'_> {
         }
         if r.plateau.is_some() {
             self.plateau = r.plateau;
+        }
+        let driven = self.optimizer.optimizer().lr_driver().schedule().cloned();
+        if driven != self.opts.schedule {
+            return Err(LabError::config(format!(
+                "--schedule must be the one the checkpoint {} was written with ({}), got {}",
+                dir.display(),
+                driven.map_or("none".to_string(), |s| s.to_string()),
+                self.opts
+                    .schedule
+                    .as_ref()
+                    .map_or("none".to_string(), |s| s.to_string()),
+            )));
         }
         self.step = r.step;
         self.metrics = r.metrics;
@@ -263,20 +279,16 @@ impl Trainer<'_> {
         let epoch_started = Instant::now();
         let mut epoch_loss = 0.0f64;
         let mut epoch_steps = 0usize;
-        let lr_at_start = match &opts.lr_factor {
-            Some(f) => self.base_lrs[0] * f(self.step),
-            None => self.optimizer.next_lr(0),
-        };
+        let lr_at_start = self
+            .optimizer
+            .optimizer()
+            .lr_driver()
+            .next_lr(0)
+            .unwrap_or_else(|| self.optimizer.lr(0));
         let mut diverged = false;
         for indices in order.chunks(opts.batch_size) {
             if indices.len() < opts.accumulate {
                 continue; // too few examples for k micro-batches
-            }
-            if let Some(f) = &opts.lr_factor {
-                let factor = f(self.step);
-                for (g, base) in self.base_lrs.iter().enumerate() {
-                    self.optimizer.set_lr(g, base * factor)?;
-                }
             }
             let (value, finite) = self.optimizer_step(indices, &mut dropout)?;
             self.step += 1;
@@ -316,7 +328,9 @@ impl Trainer<'_> {
         let (test_loss, test_acc) = self.evaluate(epoch)?;
         if let Some(p) = &mut self.plateau {
             let multiplier = p.observe(test_loss);
-            self.optimizer.set_lr_multiplier(multiplier)?;
+            self.optimizer
+                .optimizer_mut()
+                .set_lr_multiplier(multiplier)?;
         }
         bar.set_message(format!(
             "epoch {epoch}: loss {:.4} test acc {:.2}%",
@@ -351,12 +365,9 @@ impl Trainer<'_> {
             if !v.is_finite() && self.opts.nonfinite == NonFinitePolicy::Apply {
                 return Ok((value, false));
             }
-            let grads = loss.backward()?;
-            if k > 1 {
-                self.optimizer.accumulate_step(&grads)?;
-            } else {
-                self.optimizer.step(&grads)?;
-            }
+            // With `accumulate > 1` the optimizer is wrapped in an `Accumulate`, which steps
+            // on the k-th call.
+            self.optimizer.step(&loss.backward()?)?;
         }
         Ok((value, true))
     }

@@ -4,12 +4,16 @@
 //! # How a step runs
 //! 1. Every [`Param`] is matched to its registered slot by name and its lengths are checked;
 //!    nothing is mutated if anything is wrong.
-//! 2. Under a non-finite policy other than [`NonFinitePolicy::Apply`] the gradients are scanned.
-//! 3. Each parameter with a gradient gets its state (allocated on its first step, as PyTorch
+//! 2. If the learning-rate driver is on ([`Engine::set_schedule`]), it sets every group's
+//!    learning rate for this step.
+//! 3. Under a non-finite policy other than [`NonFinitePolicy::Apply`] the gradients are scanned.
+//! 4. Each parameter with a gradient gets its state (allocated on its first step, as PyTorch
 //!    does), its step count is advanced, and the kernel's scalars are computed once.
-//! 4. The total work of all tensors is cut into balanced chunks across tensor boundaries (a
+//! 5. The total work of all tensors is cut into balanced chunks across tensor boundaries (a
 //!    chunk may hold hundreds of small tensors; a large tensor is split at [`BLOCK`] multiples)
 //!    and the chunks run on rayon's current pool. Small steps run on the calling thread.
+//!    [`StepKind::WholeTensor`] kernels get one call per tensor instead, tensors in parallel.
+//! 6. The driver counts the step.
 //!
 //! Elementwise kernels touch every element once, so the result does not depend on the chunking
 //! or the thread count. Two-pass kernels reduce norms in fixed blocks, which keeps them
@@ -18,15 +22,17 @@
 //! After the first step of a given set of tensors, a step allocates nothing: the job list, the
 //! plan and the block sums are reused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::hparams::Hyperparameters;
 use crate::kernel::dispatch::{self, isa, Isa};
-use crate::kernel::{Bufs, Kernel, StepCtx, BLOCK, SMALL_TENSOR};
-use crate::param::{Param, ParamSpec};
+use crate::kernel::{Bufs, Kernel, StepCtx, StepKind, BLOCK, SMALL_TENSOR};
+use crate::param::{GradData, Param, ParamData, ParamSpec};
+use crate::schedule::{LrDriver, Schedule};
+use crate::state::{Record, RecordDoc, StateBuf};
 
 mod plan;
 use plan::{Plan, Segment};
@@ -67,8 +73,9 @@ pub(crate) struct Slot {
     pub spec: ParamSpec,
     pub group: usize,
     pub step: u64,
-    /// Per-element state; empty until the parameter's first step.
-    pub buffers: Vec<Vec<f32>>,
+    /// State buffers (shapes from [`Kernel::buffer_shape`]); empty until the parameter's
+    /// first step.
+    pub buffers: Vec<StateBuf>,
     pub scalars: Vec<f32>,
 }
 
@@ -77,8 +84,12 @@ struct Job<S> {
     p: *mut f32,
     g: *const f32,
     st: [*mut f32; 3],
+    /// Length of each state buffer (the parameter's, except for whole-tensor kernels).
+    st_len: [usize; 3],
     nbuf: usize,
     len: usize,
+    /// The slot, for the shape of whole-tensor kernels.
+    slot: usize,
     /// Index of this tensor's first block in the block-sum buffer.
     block0: usize,
     s: S,
@@ -121,9 +132,11 @@ pub struct Engine<K: Kernel> {
     pub(crate) slots: Vec<Slot>,
     pub(crate) index: HashMap<String, usize>,
     pub(crate) skipped: u64,
-    /// Named JSON state of companions (a reduce-on-plateau scheduler, a training loop's
-    /// counters), saved and restored with the checkpoint.
-    pub(crate) extra: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Typed records of companions (a training loop's position, ...), saved and restored
+    /// with the checkpoint.
+    pub(crate) records: BTreeMap<String, RecordDoc>,
+    /// The learning-rate driver, saved and restored with the checkpoint.
+    pub(crate) driver: LrDriver,
     nonfinite: NonFinitePolicy,
     mode: Mode,
     chunk_elems: Option<usize>,
@@ -151,7 +164,8 @@ impl<K: Kernel> Engine<K> {
             slots: Vec::new(),
             index: HashMap::new(),
             skipped: 0,
-            extra: Default::default(),
+            records: BTreeMap::new(),
+            driver: LrDriver::default(),
             nonfinite: NonFinitePolicy::Apply,
             mode: Mode::Fast,
             chunk_elems: None,
@@ -196,6 +210,7 @@ impl<K: Kernel> Engine<K> {
                 scalars: Vec::new(),
             });
         }
+        self.driver.set_base_lr(group, config.lr());
         self.groups.push(Group {
             initial_lr: config.lr(),
             config,
@@ -268,11 +283,65 @@ impl<K: Kernel> Engine<K> {
         self.groups[group].config.lr()
     }
 
-    /// Sets the learning rate of a group (finite and `>= 0`).
+    /// Sets the learning rate of a group (finite and `>= 0`). While the learning-rate driver
+    /// is on, this is the group's base learning rate, which the schedule scales from the next
+    /// step on.
     pub fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
         self.check_group(group)?;
         crate::error::check::non_negative("lr", lr)?;
+        self.driver.set_base_lr(group, lr);
         self.groups[group].config.set_lr(lr);
+        self.apply_driver();
+        Ok(())
+    }
+
+    /// Drives every group's learning rate from `schedule` from now on (see [`LrDriver`]):
+    /// before step `t` of the driver, group `g` gets `schedule.lr(base_lr[g], t) *
+    /// multiplier`, the base learning rates being the groups' current ones when the driver
+    /// is switched on. `None` keeps driving from the base learning rates. The learning
+    /// rates of the next step are set at once.
+    pub fn set_schedule(&mut self, schedule: Option<Schedule>) -> Result<()> {
+        self.driver.set_schedule(schedule)?;
+        self.driver
+            .activate(self.groups.iter().map(|g| g.config.lr()));
+        self.apply_driver();
+        Ok(())
+    }
+
+    /// Multiplies the scheduled (or base) learning rates by `multiplier` (finite, `>= 0`)
+    /// from the next step on, for example [`ReduceOnPlateau::multiplier`](crate::schedule::ReduceOnPlateau::multiplier).
+    pub fn set_lr_multiplier(&mut self, multiplier: f64) -> Result<()> {
+        self.driver.set_multiplier(multiplier)?;
+        self.driver
+            .activate(self.groups.iter().map(|g| g.config.lr()));
+        self.apply_driver();
+        Ok(())
+    }
+
+    /// The learning-rate driver.
+    pub fn lr_driver(&self) -> &LrDriver {
+        &self.driver
+    }
+
+    /// Sets every group's learning rate to the driver's value for the next step (no-op while
+    /// the driver is off).
+    fn apply_driver(&mut self) {
+        for (g, group) in self.groups.iter_mut().enumerate() {
+            if let Some(lr) = self.driver.next_lr(g) {
+                group.config.set_lr(lr);
+            }
+        }
+    }
+
+    /// The record saved under `R::KEY`, if any.
+    pub fn record<R: Record>(&self) -> Result<Option<R>> {
+        self.records.get(R::KEY).map(RecordDoc::decode).transpose()
+    }
+
+    /// Saves `record` with the optimizer's state (replacing one with the same key).
+    pub fn set_record<R: Record>(&mut self, record: &R) -> Result<()> {
+        self.records
+            .insert(R::KEY.to_string(), RecordDoc::encode(record)?);
         Ok(())
     }
 
@@ -296,7 +365,7 @@ impl<K: Kernel> Engine<K> {
         let slot = &self.slots[*self.index.get(name)?];
         let cfg = &self.groups[slot.group].config;
         if let Some(b) = K::buffers(cfg).iter().position(|&n| n == buffer) {
-            return slot.buffers.get(b).map(|v| v.as_slice());
+            return slot.buffers.get(b).and_then(StateBuf::as_f32);
         }
         let s = K::scalar_state(cfg)
             .iter()
@@ -339,18 +408,19 @@ impl<K: Kernel> Engine<K> {
             self.scratch.order = order;
         }
         for (p, &i) in params.iter().zip(&self.scratch.order) {
-            let len = self.slots[i].spec.len;
+            let len = self.slots[i].spec.len();
             if p.value.len() != len {
                 return Err(Error::shape(
                     p.name,
                     format!(
-                        "parameter '{}' has {} elements, registered with {len}",
+                        "parameter '{}' has {} elements, registered with {len} (shape {:?})",
                         p.name,
-                        p.value.len()
+                        p.value.len(),
+                        self.slots[i].spec.shape
                     ),
                 ));
             }
-            if let Some(g) = p.grad {
+            if let Some(g) = &p.grad {
                 if g.len() != len {
                     return Err(Error::shape(
                         p.name,
@@ -369,10 +439,12 @@ impl<K: Kernel> Engine<K> {
     /// One optimizer step over `params` (any order, any subset of the registered parameters).
     pub fn step(&mut self, params: &mut [Param<'_>]) -> Result<()> {
         self.resolve(params)?;
+        self.apply_driver();
         if self.nonfinite != NonFinitePolicy::Apply {
             if let Some(name) = first_nonfinite(params) {
                 if self.nonfinite == NonFinitePolicy::Skip {
                     self.skipped += 1;
+                    self.driver.advance();
                     return Ok(());
                 }
                 return Err(Error::new(
@@ -386,6 +458,7 @@ impl<K: Kernel> Engine<K> {
             Mode::Reference => self.step_reference(params),
             Mode::Fast => self.step_fast(params),
         }
+        self.driver.advance();
         Ok(())
     }
 
@@ -397,7 +470,10 @@ impl<K: Kernel> Engine<K> {
         if fresh {
             let names = K::buffers(cfg);
             slot.buffers = (0..names.len())
-                .map(|b| vec![K::initial_value(cfg, b); slot.spec.len])
+                .map(|b| {
+                    let len = K::buffer_shape(cfg, b, &slot.spec.shape).iter().product();
+                    StateBuf::filled(len, K::initial_value(cfg, b))
+                })
                 .collect();
             if slot.scalars.len() != K::scalar_state(cfg).len() {
                 slot.scalars = K::scalar_state(cfg).iter().map(|&(_, v)| v).collect();
@@ -408,25 +484,31 @@ impl<K: Kernel> Engine<K> {
 
     fn step_reference(&mut self, params: &mut [Param<'_>]) {
         for (p, &i) in params.iter_mut().zip(&self.scratch.order) {
-            let Some(g) = p.grad else { continue };
+            let Some(GradData::F32(g)) = p.grad else {
+                continue;
+            };
+            let ParamData::F32(value) = &mut p.value;
             let slot = &mut self.slots[i];
             let group = &self.groups[slot.group];
             let fresh = Self::ensure_state(slot, &group.config);
             slot.step += 1;
             let ctx = StepCtx {
+                shape: &slot.spec.shape,
                 step: slot.step,
                 lr: group.config.lr(),
                 initial_lr: group.initial_lr,
                 fresh,
             };
-            K::reference(
-                &group.config,
-                &ctx,
-                &mut slot.scalars,
-                p.value,
-                g,
-                &mut slot.buffers,
-            );
+            // The reference works on plain vectors: move the f32 buffers out and back.
+            let mut bufs: Vec<Vec<f32>> = slot
+                .buffers
+                .iter_mut()
+                .map(|b| std::mem::take(b.as_f32_mut().expect("f32 state")))
+                .collect();
+            K::reference(&group.config, &ctx, &mut slot.scalars, value, g, &mut bufs);
+            for (b, v) in slot.buffers.iter_mut().zip(bufs) {
+                *b = StateBuf::F32(v);
+            }
         }
     }
 
@@ -442,12 +524,16 @@ impl<K: Kernel> Engine<K> {
         scratch.lens.clear();
         let mut blocks = 0usize;
         for (p, &i) in params.iter_mut().zip(&scratch.order) {
-            let Some(g) = p.grad else { continue };
+            let Some(GradData::F32(g)) = p.grad else {
+                continue;
+            };
+            let ParamData::F32(value) = &mut p.value;
             let slot = &mut slots[i];
             let group = &groups[slot.group];
             let fresh = Self::ensure_state(slot, &group.config);
             slot.step += 1;
             let ctx = StepCtx {
+                shape: &slot.spec.shape,
                 step: slot.step,
                 lr: group.config.lr(),
                 initial_lr: group.initial_lr,
@@ -455,16 +541,25 @@ impl<K: Kernel> Engine<K> {
             };
             let s = K::scalars(&group.config, &ctx, &mut slot.scalars);
             let mut st = [std::ptr::null_mut(); 3];
-            for (dst, buf) in st.iter_mut().zip(slot.buffers.iter_mut()) {
+            let mut st_len = [0usize; 3];
+            for ((dst, n), buf) in st
+                .iter_mut()
+                .zip(st_len.iter_mut())
+                .zip(slot.buffers.iter_mut())
+            {
+                let buf = buf.as_f32_mut().expect("f32 state");
                 *dst = buf.as_mut_ptr();
+                *n = buf.len();
             }
-            let len = p.value.len();
+            let len = value.len();
             scratch.jobs.push(Job {
-                p: p.value.as_mut_ptr(),
+                p: value.as_mut_ptr(),
                 g: g.as_ptr(),
                 st,
+                st_len,
                 nbuf: slot.buffers.len(),
                 len,
+                slot: i,
                 block0: blocks,
                 s,
             });
@@ -473,6 +568,10 @@ impl<K: Kernel> Engine<K> {
         }
         let total: usize = scratch.lens.iter().sum();
         if total == 0 {
+            return;
+        }
+        if K::STEP == StepKind::WholeTensor {
+            step_whole_tensors::<K>(isa(), &scratch.jobs, slots, total);
             return;
         }
         let threads = rayon::current_num_threads();
@@ -485,7 +584,7 @@ impl<K: Kernel> Engine<K> {
             scratch.plan.rebuild(&scratch.lens, chunk);
         }
         let isa = isa();
-        if K::TWO_PASS {
+        if K::STEP == StepKind::TwoPass {
             scratch.blocks.clear();
             scratch.blocks.resize(blocks, [0.0; 2]);
             let sums = SyncPtr(scratch.blocks.as_mut_ptr());
@@ -544,9 +643,52 @@ fn run_plan(plan: &Plan, f: impl Fn(&[Segment]) + Sync) {
         .for_each(|c| f(plan.chunk(c)));
 }
 
+/// Runs a whole-tensor kernel: one call per tensor, tensors in parallel (the largest first,
+/// so that they start early), each on one thread.
+fn step_whole_tensors<K: Kernel>(isa: Isa, jobs: &[Job<K::Scalars>], slots: &[Slot], total: usize) {
+    let run = |job: &Job<K::Scalars>| {
+        let body = WholeTensor::<K> {
+            job,
+            shape: &slots[job.slot].spec.shape,
+        };
+        // SAFETY: every job targets distinct live buffers of the lengths recorded in it, and
+        // each job runs exactly once.
+        unsafe { dispatch::run_for(isa, &body) }
+    };
+    if jobs.len() == 1 || total < SERIAL_ELEMS || rayon::current_num_threads() == 1 {
+        jobs.iter().for_each(run);
+    } else {
+        let mut order: Vec<&Job<K::Scalars>> = jobs.iter().collect();
+        order.sort_by_key(|j| std::cmp::Reverse(j.len));
+        order.into_par_iter().with_max_len(1).for_each(run);
+    }
+}
+
+/// One whole-tensor step, compiled per instruction set.
+struct WholeTensor<'a, K: Kernel> {
+    job: &'a Job<K::Scalars>,
+    shape: &'a [usize],
+}
+
+impl<K: Kernel> dispatch::Body for WholeTensor<'_, K> {
+    /// # Safety
+    /// The job's pointers must target live, unaliased buffers of the recorded lengths.
+    #[inline(always)]
+    unsafe fn run(&self) {
+        let job = self.job;
+        let p = std::slice::from_raw_parts_mut(job.p, job.len);
+        let g = std::slice::from_raw_parts(job.g, job.len);
+        let mut st: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
+        for (b, dst) in st.iter_mut().enumerate().take(job.nbuf) {
+            *dst = std::slice::from_raw_parts_mut(job.st[b], job.st_len[b]);
+        }
+        K::step_tensor(&job.s, self.shape, p, g, &mut st[..job.nbuf]);
+    }
+}
+
 fn first_nonfinite<'a>(params: &'a [Param<'_>]) -> Option<&'a str> {
     params.iter().find_map(|p| {
-        let g = p.grad?;
+        let GradData::F32(g) = p.grad?;
         let bad = if g.len() >= SERIAL_ELEMS {
             g.par_chunks(BLOCK).any(|c| !all_finite(c))
         } else {
@@ -649,7 +791,7 @@ unsafe fn segments_body<K: Kernel>(
         let job = &jobs[seg.job];
         match pass {
             Pass::Update => {
-                if K::TWO_PASS && job.len <= SMALL_TENSOR {
+                if K::STEP == StepKind::TwoPass && job.len <= SMALL_TENSOR {
                     continue; // stepped whole in the first pass
                 }
                 let (p, g, st) = view(job, seg.start, seg.end - seg.start);

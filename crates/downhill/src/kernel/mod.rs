@@ -36,7 +36,9 @@ pub const SMALL_TENSOR: usize = 1024;
 
 /// What a kernel knows about the step it is computing for one parameter.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepCtx {
+pub struct StepCtx<'a> {
+    /// The parameter's registered shape.
+    pub shape: &'a [usize],
     /// The parameter's step count after the increment: 1 on its first update.
     pub step: u64,
     /// The parameter group's learning rate for this step.
@@ -48,7 +50,7 @@ pub struct StepCtx {
     pub fresh: bool,
 }
 
-impl StepCtx {
+impl StepCtx<'_> {
     /// The schedule multiplier `lr / initial_lr` (1 when `initial_lr` is 0).
     pub fn multiplier(&self) -> f64 {
         if self.initial_lr > 0.0 {
@@ -62,13 +64,29 @@ impl StepCtx {
 /// The state buffers handed to a kernel: up to three, unused ones empty.
 pub type Bufs<'a> = [&'a mut [f32]; 3];
 
+/// How the engine runs a kernel's step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// One fused pass, element by element ([`Kernel::update`]): every tensor's elements are cut
+    /// into chunks across tensor boundaries and run in parallel. State buffers have the
+    /// parameter's shape.
+    Elementwise,
+    /// Two passes, for per-tensor norms: [`Kernel::pass1`] over fixed blocks (summing
+    /// `||p||²` and `||u||²`), then [`Kernel::with_norms`] and [`Kernel::update`] (LAMB, LARS).
+    TwoPass,
+    /// One call per tensor with the whole matrix ([`Kernel::step_tensor`]), tensors in
+    /// parallel: for methods that need the shape or the whole tensor at once (a factored
+    /// second moment, an orthogonalised update). State buffers may have other shapes
+    /// ([`Kernel::buffer_shape`]).
+    WholeTensor,
+}
+
 /// One optimizer's math. See the [module documentation](self).
 pub trait Kernel: Send + Sync + 'static {
     /// The optimizer's name as used on the CLI and in checkpoints (`"adam"`).
     const NAME: &'static str;
-    /// Whether the kernel needs per-tensor norms (two passes: [`Kernel::pass1`] then
-    /// [`Kernel::update`]).
-    const TWO_PASS: bool = false;
+    /// How the engine runs the step (default [`StepKind::Elementwise`]).
+    const STEP: StepKind = StepKind::Elementwise;
     /// Hyperparameters of one parameter group (declared with
     /// [`optimizer_config!`](crate::optimizer_config), which derives validation, the learning
     /// rate accessors and access by field name).
@@ -78,6 +96,11 @@ pub trait Kernel: Send + Sync + 'static {
 
     /// Names of the per-element state buffers this config needs (at most three).
     fn buffers(cfg: &Self::Config) -> &'static [&'static str];
+    /// The shape of state buffer `buffer` for a parameter of shape `shape`: the parameter's
+    /// own unless the kernel says otherwise (only [`StepKind::WholeTensor`] kernels may).
+    fn buffer_shape(_cfg: &Self::Config, _buffer: usize, shape: &[usize]) -> Vec<usize> {
+        shape.to_vec()
+    }
     /// The value a state buffer starts at (0 unless the optimizer says otherwise).
     fn initial_value(_cfg: &Self::Config, _buffer: usize) -> f32 {
         0.0
@@ -114,6 +137,28 @@ pub trait Kernel: Send + Sync + 'static {
         let [pp, uu] = Self::pass1_small(s, p, g, [&mut *a, &mut *b, &mut *c]);
         let s = Self::with_norms(*s, pp.sqrt(), uu.sqrt());
         Self::update(&s, p, g, [a, b, c]);
+    }
+    /// The step of one whole tensor, for [`StepKind::WholeTensor`] kernels: `shape` is the
+    /// parameter's, `st` holds one slice per state buffer with the lengths of
+    /// [`Kernel::buffer_shape`]. The default runs the element-wise [`Kernel::update`] over the
+    /// whole tensor (correct whenever every buffer has the parameter's shape).
+    #[inline(always)]
+    fn step_tensor(
+        s: &Self::Scalars,
+        _shape: &[usize],
+        p: &mut [f32],
+        g: &[f32],
+        st: &mut [&mut [f32]],
+    ) {
+        let mut it = st.iter_mut();
+        let mut next = || -> &mut [f32] {
+            match it.next() {
+                Some(b) => &mut b[..],
+                None => &mut [],
+            }
+        };
+        let bufs = [next(), next(), next()];
+        Self::update(s, p, g, bufs)
     }
     /// Folds the per-tensor norms `(||p||, ||u||)` of the first pass into the scalars.
     fn with_norms(s: Self::Scalars, _param_norm: f64, _update_norm: f64) -> Self::Scalars {

@@ -1,7 +1,7 @@
 //! LAMB: layer-wise adaptive moments for large-batch training; follows optax `lamb`.
 
 use crate::kernel::reduce::{ref_norm, trust_ratio, xla_sum_sq, SUB};
-use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
+use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, StepKind, SMALL_TENSOR};
 use crate::Engine;
 
 crate::optimizer_config! {
@@ -243,7 +243,7 @@ fn lamb_body<const WD: bool, const MOMENTS: bool>(
 
 impl Kernel for LambKernel {
     const NAME: &'static str = "lamb";
-    const TWO_PASS: bool = true;
+    const STEP: StepKind = StepKind::TwoPass;
     type Config = LambConfig;
     type Scalars = LambScalars;
 
@@ -413,6 +413,7 @@ mod tests {
                 );
                 for step in [1u64, 2, 50] {
                     let ctx = StepCtx {
+                        shape: &[],
                         step,
                         lr: cfg.lr,
                         initial_lr: cfg.lr,

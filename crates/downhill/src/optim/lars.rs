@@ -4,7 +4,7 @@
 //! used by the reference implementations.
 
 use crate::kernel::reduce::{block_sums, ref_norm, trust_ratio, xla_sum_sq, SUB};
-use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, SMALL_TENSOR};
+use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, StepKind, SMALL_TENSOR};
 use crate::Engine;
 
 crate::optimizer_config! {
@@ -172,7 +172,7 @@ fn lars_body<const WD: bool, const NEST: bool>(
 
 impl Kernel for LarsKernel {
     const NAME: &'static str = "lars";
-    const TWO_PASS: bool = true;
+    const STEP: StepKind = StepKind::TwoPass;
     type Config = LarsConfig;
     type Scalars = LarsScalars;
 
@@ -611,6 +611,7 @@ mod tests {
         let mut s = LarsKernel::scalars(
             &LarsConfig::default().weight_decay(0.3),
             &StepCtx {
+                shape: &[],
                 step: 1,
                 lr: 1.0,
                 initial_lr: 1.0,
