@@ -1,6 +1,7 @@
 //! Adam: adaptive moment estimation.
 
 use crate::kernel::{fma, lerp, monomorphise, Bufs, Kernel, StepCtx};
+use crate::optim::primitives::{Moments, WeightDecay};
 use crate::Engine;
 
 crate::optimizer_config! {
@@ -78,62 +79,6 @@ pub type Adam = Engine<AdamKernel>;
 #[derive(Debug)]
 pub struct AdamKernel;
 
-/// The scalars of the update every PyTorch Adam-family optimizer (Adam, AdamW, NAdam, RAdam)
-/// starts its element loop with; see [`Moments::step`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Moments {
-    sign: f32,
-    l2: f32,
-    pub(crate) has_l2: bool,
-    decay: f32,
-    pub(crate) has_decay: bool,
-    w1: f32,
-    pub(crate) lerp_hi: bool,
-    w1c: f32,
-    beta2: f32,
-    c2: f32,
-}
-
-impl Moments {
-    /// `l2`: coupled weight decay (0 for none); `decay`: the factor `p` is multiplied by
-    /// (decoupled decay), if any.
-    pub(crate) fn new(maximize: bool, l2: f64, decay: Option<f64>, betas: (f64, f64)) -> Self {
-        let w1 = (1.0 - betas.0) as f32;
-        Moments {
-            sign: if maximize { -1.0 } else { 1.0 },
-            l2: l2 as f32,
-            has_l2: l2 != 0.0,
-            decay: decay.unwrap_or(1.0) as f32,
-            has_decay: decay.is_some(),
-            w1,
-            lerp_hi: w1.abs() >= 0.5,
-            w1c: w1 - 1.0,
-            beta2: betas.1 as f32,
-            c2: (1.0 - betas.1) as f32,
-        }
-    }
-
-    /// One element, in PyTorch's order: `g ← -g` if maximising, `g ← g + λ p` (one FMA, as
-    /// ATen's `add(alpha=)`), `p ← p · decay` (decoupled decay), `m ← lerp(m, g, 1 - β1)`,
-    /// `v ← β2 v + (1 - β2) g²` (one FMA, as `addcmul`). Returns `(p, g, m, v)`. `L2`,
-    /// `DECAY` and `HI` are `has_l2`, `has_decay` and `lerp_hi` (see [`monomorphise!`]).
-    #[inline(always)]
-    pub(crate) fn step<const L2: bool, const DECAY: bool, const HI: bool>(
-        &self,
-        p: f32,
-        g: f32,
-        m: f32,
-        v: f32,
-    ) -> (f32, f32, f32, f32) {
-        let gs = g * self.sign;
-        let gi = if L2 { fma(self.l2, p, gs) } else { gs };
-        let pi = if DECAY { p * self.decay } else { p };
-        let mi = lerp(m, gi, self.w1, HI, self.w1c);
-        let vi = fma(self.c2 * gi, gi, v * self.beta2);
-        (pi, gi, mi, vi)
-    }
-}
-
 /// Per-step scalars shared by Adam and AdamW.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamScalars {
@@ -144,30 +89,79 @@ pub struct AdamScalars {
     pub(crate) amsgrad: bool,
 }
 
-/// Scalars for an Adam-family step. `decay` is the factor `p` is multiplied by (1 for none).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn adam_scalars(
-    ctx: &StepCtx,
-    betas: (f64, f64),
-    eps: f64,
-    l2: f64,
-    decay: Option<f64>,
-    amsgrad: bool,
-    maximize: bool,
-    bias_correction: bool,
-) -> AdamScalars {
-    let t = ctx.step as f64;
-    let (bc1, bc2) = if bias_correction {
-        (1.0 - betas.0.powf(t), 1.0 - betas.1.powf(t))
-    } else {
-        (1.0, 1.0)
-    };
-    AdamScalars {
-        mo: Moments::new(maximize, l2, decay, betas),
-        bc2_sqrt: bc2.sqrt() as f32,
-        eps: eps as f32,
-        neg_step: (-(ctx.lr / bc1)) as f32,
-        amsgrad,
+/// The Adam update with its options, as PyTorch's `_single_tensor_adam` takes them (Adam and
+/// AdamW are this rule with different weight decays).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AdamRule {
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub decay: WeightDecay,
+    pub amsgrad: bool,
+    pub maximize: bool,
+    pub bias_correction: bool,
+}
+
+impl AdamRule {
+    /// The bias corrections `(1 - β1^t, 1 - β2^t)` in f64 (both 1 without bias correction).
+    fn bias_corrections(&self, ctx: &StepCtx) -> (f64, f64) {
+        let t = ctx.step as f64;
+        if self.bias_correction {
+            (1.0 - self.betas.0.powf(t), 1.0 - self.betas.1.powf(t))
+        } else {
+            (1.0, 1.0)
+        }
+    }
+
+    /// The scalars of one step, hoisted out of the element loop.
+    pub fn scalars(&self, ctx: &StepCtx) -> AdamScalars {
+        let (bc1, bc2) = self.bias_corrections(ctx);
+        AdamScalars {
+            mo: Moments::new(self.maximize, self.decay, self.betas),
+            bc2_sqrt: bc2.sqrt() as f32,
+            eps: self.eps as f32,
+            neg_step: (-(ctx.lr / bc1)) as f32,
+            amsgrad: self.amsgrad,
+        }
+    }
+
+    /// The reference step, one PyTorch tensor operation per line.
+    pub fn reference(&self, ctx: &StepCtx, p: &mut [f32], grad: &[f32], st: &mut [Vec<f32>]) {
+        let (bias_correction1, bias_correction2) = self.bias_corrections(ctx);
+        let step_size = ctx.lr / bias_correction1;
+        let bias_correction2_sqrt = bias_correction2.sqrt();
+        let (head, rest) = st.split_at_mut(1);
+        let (exp_avg, rest) = (&mut head[0], rest);
+        let (mid, tail) = rest.split_at_mut(1);
+        let exp_avg_sq = &mut mid[0];
+        let betas = self.betas;
+        let w = (1.0 - betas.0) as f32;
+        for i in 0..p.len() {
+            let mut g = grad[i];
+            if self.maximize {
+                g = -g;
+            }
+            match self.decay {
+                WeightDecay::None => {}
+                // grad.add(param, alpha=weight_decay), one FMA in ATen
+                WeightDecay::L2(l2) => g = fma(l2 as f32, p[i], g),
+                // param.mul_(1 - lr * weight_decay)
+                WeightDecay::Decoupled(d) => p[i] *= d as f32,
+            }
+            // exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg[i] = lerp(exp_avg[i], g, w, w.abs() >= 0.5, w - 1.0);
+            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            let scaled = exp_avg_sq[i] * betas.1 as f32;
+            exp_avg_sq[i] = fma((1.0 - betas.1) as f32 * g, g, scaled);
+            let second = if self.amsgrad {
+                let max_exp_avg_sq = &mut tail[0];
+                max_exp_avg_sq[i] = max_exp_avg_sq[i].max(exp_avg_sq[i]);
+                max_exp_avg_sq[i]
+            } else {
+                exp_avg_sq[i]
+            };
+            let denom = second.sqrt() / bias_correction2_sqrt as f32 + self.eps as f32;
+            p[i] += (-step_size as f32 * exp_avg[i]) / denom;
+        }
     }
 }
 
@@ -208,69 +202,6 @@ pub(crate) fn adam_update(s: &AdamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_
     )
 }
 
-/// The reference Adam-family step, one PyTorch tensor operation per line.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn adam_reference(
-    ctx: &StepCtx,
-    betas: (f64, f64),
-    eps: f64,
-    l2: f64,
-    decay: Option<f64>,
-    amsgrad: bool,
-    maximize: bool,
-    bias_correction: bool,
-    p: &mut [f32],
-    grad: &[f32],
-    st: &mut [Vec<f32>],
-) {
-    let t = ctx.step as f64;
-    let bias_correction1 = if bias_correction {
-        1.0 - betas.0.powf(t)
-    } else {
-        1.0
-    };
-    let bias_correction2 = if bias_correction {
-        1.0 - betas.1.powf(t)
-    } else {
-        1.0
-    };
-    let step_size = ctx.lr / bias_correction1;
-    let bias_correction2_sqrt = bias_correction2.sqrt();
-    let (head, rest) = st.split_at_mut(1);
-    let (exp_avg, rest) = (&mut head[0], rest);
-    let (mid, tail) = rest.split_at_mut(1);
-    let exp_avg_sq = &mut mid[0];
-    let w = (1.0 - betas.0) as f32;
-    for i in 0..p.len() {
-        let mut g = grad[i];
-        if maximize {
-            g = -g;
-        }
-        if l2 != 0.0 {
-            // grad.add(param, alpha=weight_decay), one FMA in ATen
-            g = fma(l2 as f32, p[i], g);
-        }
-        if let Some(d) = decay {
-            // param.mul_(1 - lr * weight_decay)
-            p[i] *= d as f32;
-        }
-        // exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg[i] = lerp(exp_avg[i], g, w, w.abs() >= 0.5, w - 1.0);
-        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        let scaled = exp_avg_sq[i] * betas.1 as f32;
-        exp_avg_sq[i] = fma((1.0 - betas.1) as f32 * g, g, scaled);
-        let second = if amsgrad {
-            let max_exp_avg_sq = &mut tail[0];
-            max_exp_avg_sq[i] = max_exp_avg_sq[i].max(exp_avg_sq[i]);
-            max_exp_avg_sq[i]
-        } else {
-            exp_avg_sq[i]
-        };
-        let denom = second.sqrt() / bias_correction2_sqrt as f32 + eps as f32;
-        p[i] += (-step_size as f32 * exp_avg[i]) / denom;
-    }
-}
-
 impl Kernel for AdamKernel {
     const NAME: &'static str = "adam";
     type Config = AdamConfig;
@@ -285,17 +216,7 @@ impl Kernel for AdamKernel {
     }
 
     fn scalars(c: &AdamConfig, ctx: &StepCtx, _: &mut [f32]) -> AdamScalars {
-        let (l2, decay) = split_decay(c, ctx);
-        adam_scalars(
-            ctx,
-            c.betas,
-            c.eps,
-            l2,
-            decay,
-            c.amsgrad,
-            c.maximize,
-            c.bias_correction,
-        )
+        rule(c, ctx).scalars(ctx)
     }
 
     #[inline(always)]
@@ -311,28 +232,18 @@ impl Kernel for AdamKernel {
         g: &[f32],
         st: &mut [Vec<f32>],
     ) {
-        let (l2, decay) = split_decay(c, ctx);
-        adam_reference(
-            ctx,
-            c.betas,
-            c.eps,
-            l2,
-            decay,
-            c.amsgrad,
-            c.maximize,
-            c.bias_correction,
-            p,
-            g,
-            st,
-        )
+        rule(c, ctx).reference(ctx, p, g, st)
     }
 }
 
-/// (L2 coefficient, decoupled decay factor) of an Adam config.
-fn split_decay(c: &AdamConfig, ctx: &StepCtx) -> (f64, Option<f64>) {
-    match (c.weight_decay != 0.0, c.decoupled_weight_decay) {
-        (false, _) => (0.0, None),
-        (true, false) => (c.weight_decay, None),
-        (true, true) => (0.0, Some(1.0 - ctx.lr * c.weight_decay)),
+/// The rule of an Adam config.
+fn rule(c: &AdamConfig, ctx: &StepCtx) -> AdamRule {
+    AdamRule {
+        betas: c.betas,
+        eps: c.eps,
+        decay: WeightDecay::pytorch(c.weight_decay, c.decoupled_weight_decay, ctx.lr),
+        amsgrad: c.amsgrad,
+        maximize: c.maximize,
+        bias_correction: c.bias_correction,
     }
 }

@@ -4,9 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::kernel::{Bufs, Kernel, StepCtx};
-use crate::optim::adam::{
-    adam_reference, adam_scalars, adam_update, AdamScalars,
-};
+use crate::optim::adam::{adam_update, AdamRule, AdamScalars};
+use crate::optim::primitives::WeightDecay;
 use crate::Engine;
 
 /// How [`AdamW`] scales its decoupled weight decay λ.
@@ -181,16 +180,7 @@ impl Kernel for AdamWKernel {
     }
 
     fn scalars(c: &AdamWConfig, ctx: &StepCtx, _: &mut [f32]) -> AdamScalars {
-        adam_scalars(
-            ctx,
-            c.betas,
-            c.eps,
-            0.0,
-            Some(c.decay_form.factor(ctx, c.weight_decay)),
-            c.amsgrad,
-            c.maximize,
-            true,
-        )
+        rule(c, ctx).scalars(ctx)
     }
 
     #[inline(always)]
@@ -206,19 +196,20 @@ impl Kernel for AdamWKernel {
         g: &[f32],
         st: &mut [Vec<f32>],
     ) {
-        adam_reference(
-            ctx,
-            c.betas,
-            c.eps,
-            0.0,
-            Some(c.decay_form.factor(ctx, c.weight_decay)),
-            c.amsgrad,
-            c.maximize,
-            true,
-            p,
-            g,
-            st,
-        )
+        rule(c, ctx).reference(ctx, p, g, st)
+    }
+}
+
+/// AdamW is the Adam rule with decoupled decay (always applied, even for `λ = 0`, as
+/// PyTorch's `param.mul_(1 - lr * wd)` is) and bias correction.
+fn rule(c: &AdamWConfig, ctx: &StepCtx) -> AdamRule {
+    AdamRule {
+        betas: c.betas,
+        eps: c.eps,
+        decay: WeightDecay::Decoupled(c.decay_form.factor(ctx, c.weight_decay)),
+        amsgrad: c.amsgrad,
+        maximize: c.maximize,
+        bias_correction: true,
     }
 }
 

@@ -9,6 +9,8 @@
 
 use crate::optim::adamw::DecayForm;
 
+pub(crate) mod primitives;
+
 crate::registry::registry! {
     optimizers {
         sgd::Sgd(SgdConfig) = "sgd", "SGD";

@@ -2,7 +2,7 @@
 
 use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
-use crate::optim::adam::Moments;
+use crate::optim::primitives::{Moments, WeightDecay};
 use crate::Engine;
 
 crate::optimizer_config! {
@@ -107,15 +107,6 @@ fn momentum_coefficients(beta1: f64, momentum_decay: f64, t: f64) -> (f64, f64) 
     (mu, mu_next)
 }
 
-/// (L2 coefficient, decoupled decay factor) of a config.
-fn split_decay(c: &NadamConfig, ctx: &StepCtx) -> (f64, Option<f64>) {
-    match (c.weight_decay != 0.0, c.decoupled_weight_decay) {
-        (false, _) => (0.0, None),
-        (true, false) => (c.weight_decay, None),
-        (true, true) => (0.0, Some(1.0 - ctx.lr * c.weight_decay)),
-    }
-}
-
 #[inline(always)]
 fn nadam_body<const L2: bool, const DECAY: bool, const HI: bool>(
     s: &NadamScalars,
@@ -157,9 +148,9 @@ impl Kernel for NadamKernel {
         scalar_state[0] *= mu as f32;
         let mu_product = scalar_state[0] as f64;
         let mu_product_next = mu_product * mu_next;
-        let (l2, decay) = split_decay(c, ctx);
+        let decay = WeightDecay::pytorch(c.weight_decay, c.decoupled_weight_decay, ctx.lr);
         NadamScalars {
-            mo: Moments::new(c.maximize, l2, decay, c.betas),
+            mo: Moments::new(c.maximize, decay, c.betas),
             bc2: (1.0 - beta2.powf(t)) as f32,
             eps: c.eps as f32,
             grad_coef: (-ctx.lr * (1.0 - mu) / (1.0 - mu_product)) as f32,

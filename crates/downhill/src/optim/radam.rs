@@ -2,7 +2,7 @@
 
 use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
-use crate::optim::adam::Moments;
+use crate::optim::primitives::{Moments, WeightDecay};
 use crate::Engine;
 
 crate::optimizer_config! {
@@ -116,15 +116,6 @@ pub(crate) fn rectification(beta2: f64, t: f64) -> (f64, Option<f64>) {
     (rho_t, rect)
 }
 
-/// (L2 coefficient, decoupled decay factor) of a config.
-fn split_decay(c: &RadamConfig, ctx: &StepCtx) -> (f64, Option<f64>) {
-    match (c.weight_decay != 0.0, c.decoupled_weight_decay) {
-        (false, _) => (0.0, None),
-        (true, false) => (c.weight_decay, None),
-        (true, true) => (0.0, Some(1.0 - ctx.lr * c.weight_decay)),
-    }
-}
-
 #[inline(always)]
 fn radam_body<const RECT: bool, const L2: bool, const DECAY: bool, const HI: bool>(
     s: &RadamScalars,
@@ -162,10 +153,10 @@ impl Kernel for RadamKernel {
     fn scalars(c: &RadamConfig, ctx: &StepCtx, _: &mut [f32]) -> RadamScalars {
         let t = ctx.step as f64;
         let (beta1, beta2) = c.betas;
-        let (l2, decay) = split_decay(c, ctx);
+        let decay = WeightDecay::pytorch(c.weight_decay, c.decoupled_weight_decay, ctx.lr);
         let (_, rect) = rectification(beta2, t);
         RadamScalars {
-            mo: Moments::new(c.maximize, l2, decay, c.betas),
+            mo: Moments::new(c.maximize, decay, c.betas),
             bc1: (1.0 - beta1.powf(t)) as f32,
             lr: ctx.lr as f32,
             rectified: rect.is_some(),
