@@ -1,160 +1,148 @@
-//! Hyperparameter flags named exactly as PyTorch's keyword arguments (`_` written `-`).
+//! Hyperparameter flags named exactly as PyTorch's keyword arguments (`_` written `-`),
+//! generated from the core's hyperparameter vocabulary ([`downhill::HYPERPARAMETERS`]): one
+//! flag per name, so an optimizer added to the registry gets its flags without an edit here.
 //!
 //! [`HyperArgs`] is flattened into every subcommand that builds an optimizer (`train`, `trace`,
 //! ...). Each flag is optional: a flag that is not given leaves the optimizer's own default
 //! (PyTorch's, or the paper's where PyTorch lacks the optimizer), so `downhill trace --optimizer
-//! adam` is `torch.optim.Adam(params)` exactly.
+//! adam` is `torch.optim.Adam(params)` exactly. A flag the chosen optimizer does not have is an
+//! error naming it.
 //!
-//! | flag | PyTorch keyword | kind |
+//! | kind ([`HyperKind`]) | flag | example |
 //! |---|---|---|
-//! | `--lr 1e-3` | `lr` | number |
-//! | `--momentum 0.9` | `momentum` | number |
-//! | `--dampening 0` | `dampening` | number |
-//! | `--nesterov` | `nesterov=True` | bare flag |
-//! | `--weight-decay 1e-2` | `weight_decay` | number |
-//! | `--betas 0.9,0.999` | `betas=(0.9, 0.999)` | pair |
-//! | `--eps 1e-8` | `eps` | number |
-//! | `--amsgrad` | `amsgrad=True` | bare flag |
-//! | `--alpha 0.99` | `alpha` (RMSprop smoothing) | number |
-//! | `--centered` | `centered=True` | bare flag |
-//! | `--maximize` | `maximize=True` | bare flag |
-//! | `--lr-decay 0` | `lr_decay` (Adagrad) | number |
-//! | `--initial-accumulator-value 0` | `initial_accumulator_value` | number |
-//! | `--momentum-decay 4e-3` | `momentum_decay` (NAdam) | number |
-//! | `--rho 0.9` | `rho` (Adadelta) | number |
-//! | `--decoupled-weight-decay` | `decoupled_weight_decay=True` | bare flag |
-//! | `--no-bias-correction` | `bias_correction=False` (LAMB) | bare flag |
-//! | `--decay-form pytorch\|paper` | AdamW decay form | choice |
-//! | `--trust-coefficient 1e-3` | `trust_coefficient` (LARS) | number |
-//! | `--eps-root 0` | `eps_root` (optax) | number |
-//! | `--no-trust-ratio` | `trust_ratio=False` (LAMB) | bare flag |
+//! | number | `--name VALUE` | `--lr 1e-3`, `--weight-decay 1e-2` |
+//! | whole number | `--name N` | |
+//! | pair | `--name A,B` | `--betas 0.9,0.999` |
+//! | flag, default off | `--name` (`name=True`) | `--nesterov`, `--amsgrad` |
+//! | flag, default on | `--no-name` (`name=False`) | `--no-bias-correction`, `--no-trust-ratio` |
+//! | choice | `--name NAME` | `--decay-form paper` |
 //!
-//! Numbers accept a leading minus sign (`--lr -1` is passed through and rejected by the
-//! optimizer's validation with a message naming the value, rather than by the parser).
+//! `downhill train --help` lists them all, each with the optimizers that have it. Numbers
+//! accept a leading minus sign (`--lr -1` is passed through and rejected by the optimizer's
+//! validation with a message naming the value, rather than by the parser).
 
-use clap::Args;
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use downhill::hparams::{HyperKind, HyperValue};
+use downhill::registry::HyperparamInfo;
+use downhill::{Hyperparams, HYPERPARAMETERS};
 
-/// The PyTorch-named hyperparameter flags; see the [module documentation](self) for the table.
-///
-/// Convert with [`HyperArgs::to_hyperparams`]; flags that were not given stay `None`.
-#[derive(Args, Clone, Debug, Default, PartialEq)]
+/// The PyTorch-named hyperparameter flags (see the [module documentation](self)); what was
+/// given, as the core's [`Hyperparams`].
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HyperArgs {
-    /// Learning rate (`lr`).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub lr: Option<f64>,
-    /// Momentum factor (`momentum`; SGD, RMSprop, LARS).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub momentum: Option<f64>,
-    /// Dampening for momentum (`dampening`; SGD).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub dampening: Option<f64>,
-    /// Use Nesterov momentum (`nesterov=True`; SGD).
-    #[arg(long, help_heading = "Hyperparameters")]
-    pub nesterov: bool,
-    /// Weight decay (`weight_decay`): coupled L2 or decoupled, as the optimizer defines it.
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub weight_decay: Option<f64>,
-    /// Moment decay rates as `BETA1,BETA2` (`betas`), e.g. `--betas 0.9,0.999`.
-    #[arg(
-        long,
-        value_parser = parse_pair,
-        allow_hyphen_values = true,
-        value_name = "BETA1,BETA2",
-        help_heading = "Hyperparameters"
-    )]
-    pub betas: Option<(f64, f64)>,
-    /// Term added to the denominator (`eps`).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub eps: Option<f64>,
-    /// Use the AMSGrad variant (`amsgrad=True`; Adam, AdamW).
-    #[arg(long, help_heading = "Hyperparameters")]
-    pub amsgrad: bool,
-    /// Smoothing constant (`alpha`; RMSprop).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub alpha: Option<f64>,
-    /// Normalise by the centred second moment (`centered=True`; RMSprop).
-    #[arg(long, help_heading = "Hyperparameters")]
-    pub centered: bool,
-    /// Maximise the objective instead of minimising it (`maximize=True`).
-    #[arg(long, help_heading = "Hyperparameters")]
-    pub maximize: bool,
-    /// Learning-rate decay (`lr_decay`; Adagrad).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub lr_decay: Option<f64>,
-    /// Initial accumulator value (`initial_accumulator_value`; Adagrad).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub initial_accumulator_value: Option<f64>,
-    /// Momentum decay (`momentum_decay`; NAdam).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub momentum_decay: Option<f64>,
-    /// Running-average coefficient (`rho`; Adadelta).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub rho: Option<f64>,
-    /// Decoupled weight decay (`decoupled_weight_decay=True`; NAdam, RAdam).
-    #[arg(long, help_heading = "Hyperparameters")]
-    pub decoupled_weight_decay: bool,
-    /// Disable Adam-style bias correction (`bias_correction=False`; LAMB).
-    #[arg(long, help_heading = "Hyperparameters")]
-    pub no_bias_correction: bool,
-    /// AdamW decay form: `pytorch` (`p *= 1 - lr*wd`) or `paper` (`p *= 1 - wd`).
-    #[arg(
-        long,
-        value_parser = ["pytorch", "paper"],
-        value_name = "FORM",
-        help_heading = "Hyperparameters"
-    )]
-    pub decay_form: Option<String>,
-    /// Trust coefficient (`trust_coefficient`; LARS).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub trust_coefficient: Option<f64>,
-    /// Constant added inside the square root (`eps_root`; optax).
-    #[arg(long, allow_negative_numbers = true, help_heading = "Hyperparameters")]
-    pub eps_root: Option<f64>,
-    /// Disable the layer-wise trust ratio (`trust_ratio=False`; LAMB).
-    #[arg(long, help_heading = "Hyperparameters")]
-    pub no_trust_ratio: bool,
+    given: Hyperparams,
 }
 
 impl HyperArgs {
-    /// The core crate's [`downhill::Hyperparams`]: numbers as given, bare flags as `Some(true)`
-    /// (`--no-bias-correction` and `--no-trust-ratio` as `Some(false)`), anything not given as
-    /// `None` so the optimizer keeps its default.
-    pub fn to_hyperparams(&self) -> downhill::Hyperparams {
-        downhill::Hyperparams {
-            lr: self.lr,
-            momentum: self.momentum,
-            dampening: self.dampening,
-            weight_decay: self.weight_decay,
-            eps: self.eps,
-            alpha: self.alpha,
-            lr_decay: self.lr_decay,
-            initial_accumulator_value: self.initial_accumulator_value,
-            momentum_decay: self.momentum_decay,
-            rho: self.rho,
-            trust_coefficient: self.trust_coefficient,
-            eps_root: self.eps_root,
-            betas: self.betas,
-            nesterov: flag(self.nesterov, true),
-            amsgrad: flag(self.amsgrad, true),
-            centered: flag(self.centered, true),
-            maximize: flag(self.maximize, true),
-            decoupled_weight_decay: flag(self.decoupled_weight_decay, true),
-            bias_correction: flag(self.no_bias_correction, false),
-            decay_form: self.decay_form.as_deref().map(|s| {
-                if s == "paper" {
-                    downhill::DecayForm::Paper
-                } else {
-                    downhill::DecayForm::Pytorch
-                }
-            }),
-            trust_ratio: flag(self.no_trust_ratio, false),
-        }
+    /// The core crate's [`downhill::Hyperparams`]: the values given, bare flags as
+    /// `Some(true)` (`--no-NAME` flags as `Some(false)`), anything not given as `None` so the
+    /// optimizer keeps its default.
+    pub fn to_hyperparams(&self) -> Hyperparams {
+        self.given.clone()
     }
 }
 
-/// `Some(value)` when the bare flag was given, `None` (optimizer default) otherwise.
-fn flag(given: bool, value: bool) -> Option<bool> {
-    given.then_some(value)
+/// The flag's long name: `weight_decay` is `--weight-decay`, a flag on by default `--no-...`.
+fn long_name(info: &HyperparamInfo) -> String {
+    let name = info.name.replace('_', "-");
+    if info.negated {
+        format!("no-{name}")
+    } else {
+        name
+    }
+}
+
+fn help(info: &HyperparamInfo) -> String {
+    let optimizers: Vec<&str> = info.optimizers().collect();
+    let keyword = match info.kind {
+        HyperKind::Flag if info.negated => format!("{}=False", info.name),
+        HyperKind::Flag => format!("{}=True", info.name),
+        _ => info.name.to_string(),
+    };
+    let doc = info.doc.trim().trim_end_matches('.');
+    let doc = if info.negated {
+        let mut chars = doc.chars();
+        match chars.next() {
+            Some(first) => format!("Turn off {}{}", first.to_lowercase(), chars.as_str()),
+            None => String::new(),
+        }
+    } else {
+        doc.to_string()
+    };
+    format!("{doc} (`{keyword}`; {})", optimizers.join(", "))
+}
+
+fn arg(info: &'static HyperparamInfo) -> Arg {
+    let arg = Arg::new(info.name)
+        .long(long_name(info))
+        .help(help(info))
+        .help_heading("Hyperparameters")
+        .required(false);
+    match info.kind {
+        HyperKind::Number => arg
+            .value_parser(clap::value_parser!(f64))
+            .allow_negative_numbers(true)
+            .value_name("VALUE"),
+        HyperKind::Integer => arg.value_parser(clap::value_parser!(u64)).value_name("N"),
+        HyperKind::Pair => arg
+            .value_parser(parse_pair)
+            .allow_hyphen_values(true)
+            .value_name("A,B"),
+        HyperKind::Flag => arg.action(ArgAction::SetTrue),
+        HyperKind::Choice(names) => arg
+            .value_parser(clap::builder::PossibleValuesParser::new(
+                names.iter().copied(),
+            ))
+            .value_name("NAME"),
+    }
+}
+
+impl Args for HyperArgs {
+    fn augment_args(cmd: Command) -> Command {
+        HYPERPARAMETERS
+            .iter()
+            .fold(cmd, |cmd, info| cmd.arg(arg(info)))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for HyperArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = HyperArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for info in HYPERPARAMETERS {
+            let value = match info.kind {
+                HyperKind::Number => matches
+                    .get_one::<f64>(info.name)
+                    .map(|v| HyperValue::Number(*v)),
+                HyperKind::Integer => matches
+                    .get_one::<u64>(info.name)
+                    .map(|v| HyperValue::Number(*v as f64)),
+                HyperKind::Pair => matches
+                    .get_one::<(f64, f64)>(info.name)
+                    .map(|&(a, b)| HyperValue::Pair(a, b)),
+                HyperKind::Flag => matches
+                    .get_flag(info.name)
+                    .then_some(HyperValue::Flag(!info.negated)),
+                HyperKind::Choice(_) => matches
+                    .get_one::<String>(info.name)
+                    .map(|s| HyperValue::Text(s.clone())),
+            };
+            if let Some(value) = value {
+                self.given.set(info.name, value).map_err(|e| {
+                    clap::Error::raw(clap::error::ErrorKind::ValueValidation, e.message())
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Parse a pair of numbers written `A,B` (spaces allowed, signs allowed: `-1.2,1`).
@@ -177,6 +165,21 @@ pub fn parse_pair(text: &str) -> Result<(f64, f64), String> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn every_hyperparameter_of_the_vocabulary_has_a_flag() {
+        let cmd = HyperArgs::augment_args(Command::new("test"));
+        for info in HYPERPARAMETERS {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == info.name)
+                .unwrap_or_else(|| panic!("no flag for {}", info.name));
+            assert_eq!(arg.get_long(), Some(long_name(info).as_str()));
+            for optimizer in info.optimizers() {
+                assert!(arg.get_help().unwrap().to_string().contains(optimizer));
+            }
+        }
+    }
 
     #[derive(Parser, Debug)]
     struct Cli {
@@ -265,10 +268,10 @@ mod tests {
 
     #[test]
     fn negative_values_reach_the_optimizer_validation() {
-        let h = parse(&["--lr", "-1", "--betas", "-0.5,0.9"]);
+        let h = parse(&["--lr", "-1", "--betas", "-0.5,0.9"]).to_hyperparams();
         assert_eq!(h.lr, Some(-1.0));
         assert_eq!(h.betas, Some((-0.5, 0.9)));
-        let h = parse(&["--weight-decay=-1e-3"]);
+        let h = parse(&["--weight-decay=-1e-3"]).to_hyperparams();
         assert_eq!(h.weight_decay, Some(-1e-3));
     }
 

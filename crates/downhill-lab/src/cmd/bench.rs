@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(a.threads, 2);
         assert_eq!(a.warmup, 3);
         assert!(!a.json);
-        assert_eq!(a.hyper.momentum, Some(0.9));
+        assert_eq!(a.hyper.to_hyperparams().momentum, Some(0.9));
         assert!(
             parse(&["--params", "1e4"]).is_err(),
             "--optimizer is required"

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{epoch_loss, figure, fmt3, fmt_lr, json_num, write_results, Ctx};
 use crate::models::ModelSpec;
-use crate::optimizers::LAB_OPTIMIZERS;
+use crate::optimizers;
 use crate::plot::{lr_sweep, palette_color, Scale, Series};
 use crate::report::{Outcome, Section};
 use crate::train::train_with_config;
@@ -61,7 +61,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let lrs: Vec<f64> = exps.iter().map(|e| 10f64.powf(*e)).collect();
     let opts = ctx.train_options(epochs);
     let mut table = Vec::new();
-    for o in LAB_OPTIMIZERS {
+    for o in optimizers::all() {
         let mut losses = Vec::new();
         for &lr in &lrs {
             let config = o.config(&Hyperparams {
