@@ -49,12 +49,40 @@
 //! - Step counts are per parameter; a parameter without a gradient is skipped, as in PyTorch.
 //! - Results do not depend on the thread count or the chunk size, nor on the instruction set.
 //!
+//! ## Schedules, clipping, accumulation
+//!
+//! Every optimizer owns a learning-rate driver ([`schedule::LrDriver`]); clipping and
+//! accumulation wrap any optimizer:
+//!
+//! ```
+//! use downhill::accumulate::Accumulate;
+//! use downhill::clip::{ClipGrads, GradClip};
+//! use downhill::schedule::Schedule;
+//! use downhill::{AdamWConfig, Optimizer, Param};
+//!
+//! let adamw = AdamWConfig::default().build([("w", [2usize, 2])])?;
+//! let clipped = ClipGrads::new(Box::new(adamw), GradClip::GlobalNorm(1.0))?;
+//! let mut opt = Accumulate::new(Box::new(clipped), 4)?; // a step every 4 micro-batches
+//! opt.set_schedule(Some("warmup:steps=100,then=cosine:total=10000".parse::<Schedule>()?))?;
+//! let mut w = vec![0.5f32; 4];
+//! for _ in 0..8 {
+//!     opt.step(&mut [Param::new("w", &mut w, &[0.1, -0.2, 0.3, 0.0])])?;
+//! }
+//! assert_eq!(opt.lr_driver().steps(), 2);
+//! # Ok::<(), downhill::Error>(())
+//! ```
+//!
 //! ## Modules
 //!
-//! [`schedule`] (learning-rate schedules as pure functions of the step, reduce-on-plateau),
-//! [`clip`] (clipping by global norm, by value, per tensor), [`accumulate`] (gradient
-//! accumulation), [`checkpoint`] (the file format), [`bench`](mod@bench) (step timing with a bandwidth
-//! probe), [`kernel`] (how to add an optimizer).
+//! [`optim`] (the optimizers and the registry, the one list of optimizers and hyperparameter
+//! names), [`registry`] and [`hparams`] (what the registry generates; configs by field name),
+//! [`kernel`] (the contract between an optimizer's math and the engine), [`schedule`]
+//! (learning-rate schedules as pure functions of the step, reduce-on-plateau, the learning-rate
+//! driver), [`clip`] (clipping by global norm, by value, per tensor; [`clip::ClipGrads`]),
+//! [`accumulate`] (gradient accumulation; [`accumulate::Accumulate`]), [`state`] (state storage,
+//! typed companion records), [`checkpoint`] (the file format), [`bench`](mod@bench) (step
+//! timing with a bandwidth probe). docs/ARCHITECTURE.md in the repository has the layout, the
+//! life of one step and how to add an optimizer.
 #![warn(missing_docs)]
 
 pub mod accumulate;
