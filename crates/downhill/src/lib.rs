@@ -55,6 +55,11 @@
 //! [`clip`] (clipping by global norm, by value, per tensor), [`accumulate`] (gradient
 //! accumulation), [`checkpoint`] (the file format), [`bench`](mod@bench) (step timing with a bandwidth
 //! probe), [`kernel`] (how to add an optimizer).
+//!
+//! ## Features
+//!
+//! `testkit` (off by default): the test support the crate's own tests share (batteries,
+//! generated optimizer cases), not part of the stable API.
 #![warn(missing_docs)]
 
 pub mod accumulate;
@@ -71,6 +76,9 @@ mod param;
 pub mod registry;
 pub mod schedule;
 pub mod state;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod testkit;
 
 pub use engine::{Engine, Mode, NonFinitePolicy};
 #[doc(hidden)]
