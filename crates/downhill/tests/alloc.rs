@@ -5,10 +5,10 @@
 //! thread outside any pool, a parallel step hands its work to rayon through a global injector
 //! queue, which allocates one block per 63 hand-overs; the last test bounds exactly that.
 
-mod common;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use downhill::testkit::{cases, Case, Workload};
 
 struct Counting;
 
@@ -58,10 +58,13 @@ fn steps_after_the_first_allocate_nothing() {
         .num_threads(2)
         .build()
         .unwrap();
-    for (label, cfg) in common::cases() {
+    for Case {
+        label, config: cfg, ..
+    } in cases()
+    {
         for threads in [1usize, 2] {
             let run = || {
-                let mut work = common::Workload::new(&lens);
+                let mut work = Workload::new(&lens);
                 let mut opt = cfg.build(work.specs()).unwrap();
                 let grads: Vec<Vec<Vec<f32>>> = (0..10).map(|_| work.grads()).collect();
                 let mut counted = 0;
@@ -100,7 +103,7 @@ fn steps_from_outside_a_pool_allocate_only_rayons_injector_blocks() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lens = [300_000usize, 1000];
     let cfg = downhill::OptimizerConfig::default_for("adam").unwrap();
-    let mut work = common::Workload::new(&lens);
+    let mut work = Workload::new(&lens);
     let mut opt = cfg.build(work.specs()).unwrap();
     let g = work.grads();
     let steps = 630;
