@@ -134,6 +134,11 @@ pub fn assert_close(a: &[f32], b: &[f64], p0: &[f32]) {
     }
 }
 
+/// A parameter for closed-form checks of one or two steps: mixed signs and magnitudes.
+pub const P0: [f32; 5] = [1.0, -2.0, 0.5, 3.0, -0.25];
+/// A gradient for [`P0`]: from 1e-3 to 20, both signs.
+pub const G: [f32; 5] = [0.5, -3.0, 1e-3, 20.0, -0.07];
+
 /// The parameters after `steps` fast steps of `cfg` from `p0`, with gradient `g` each step.
 pub fn steps_with<K: Kernel>(cfg: K::Config, p0: &[f32], g: &[f32], steps: usize) -> Vec<f32> {
     let mut opt = Engine::<K>::new(cfg, [("w", p0.len())]).expect("valid config");

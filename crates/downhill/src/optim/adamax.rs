@@ -190,9 +190,6 @@ mod tests {
     use super::*;
     use crate::testkit::*;
 
-    const P0: [f32; 5] = [1.0, -2.0, 0.5, 3.0, -0.25];
-    const G: [f32; 5] = [0.5, -3.0, 1e-3, 20.0, -0.07];
-
     #[test]
     fn defaults_are_pytorch() {
         let c = AdamaxConfig::default();
