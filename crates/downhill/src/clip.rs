@@ -513,19 +513,7 @@ impl<O: Optimizer + ?Sized> Optimizer for ClipGrads<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random values in about [-1, 1] (xorshift).
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testkit::values;
 
     /// The documented reduction order, written out sequentially.
     fn reference_sum_squares(tensors: &[Vec<f32>]) -> f64 {
@@ -557,7 +545,7 @@ mod tests {
         [0usize, 1, 7, 4096, 5000, 70_001, 200_000]
             .iter()
             .enumerate()
-            .map(|(i, &n)| data(n, i as u64 + 1))
+            .map(|(i, &n)| values(i as u64 + 1, n))
             .collect()
     }
 
@@ -578,7 +566,7 @@ mod tests {
     #[test]
     fn norm_is_independent_of_thread_count() {
         let m = model();
-        let big = vec![data(1 << 20, 42)];
+        let big = vec![values(42, 1 << 20)];
         let mut results = Vec::new();
         for threads in [1, 2, 3, 8] {
             let pool = rayon::ThreadPoolBuilder::new()
