@@ -489,7 +489,6 @@ impl<O: Optimizer + ?Sized> Optimizer for ClipGrads<O> {
 
     fn step(&mut self, params: &mut [Param<'_>]) -> Result<()> {
         let norm = self.clip_copies(params)?;
-        self.last_norm = Some(norm);
         let mut clipped: Vec<Param<'_>> = params
             .iter_mut()
             .zip(&self.bufs)
@@ -498,7 +497,16 @@ impl<O: Optimizer + ?Sized> Optimizer for ClipGrads<O> {
                 p.with_grad(grad)
             })
             .collect();
-        self.inner.step(&mut clipped)
+        let result = self.inner.step(&mut clipped);
+        // The norm is the step's: reported when the inner optimizer took the step or refused
+        // it for its gradients' sake (a non-finite norm under NonFinitePolicy::Error), not
+        // when the call itself was wrong (an unknown name, a wrong length).
+        match &result {
+            Ok(()) => self.last_norm = Some(norm),
+            Err(e) if e.kind() == ErrorKind::NonFinite => self.last_norm = Some(norm),
+            Err(_) => {}
+        }
+        result
     }
 
     fn last_grad_norm(&self) -> Option<f64> {

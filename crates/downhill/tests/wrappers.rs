@@ -208,3 +208,42 @@ fn accumulate_over_clip_grads_over_adam_round_trips() {
     assert_eq!(fresh.step_count("t0"), Some(4));
     assert!(opt.to_bytes().unwrap() == fresh.to_bytes().unwrap());
 }
+
+#[test]
+fn accumulate_rejects_a_parameter_named_twice_and_adds_nothing() {
+    use downhill::accumulate::Accumulate;
+    use downhill::{Param, SgdConfig};
+    let sgd = SgdConfig::default().lr(1.0).build([("w", 1)]).unwrap();
+    let mut opt = Accumulate::new(Box::new(sgd), 2).unwrap();
+    let (mut a, mut b) = (vec![0.0f32], vec![0.0f32]);
+    let err = opt
+        .step(&mut [
+            Param::new("w", &mut a, &[1.0]),
+            Param::new("w", &mut b, &[1.0]),
+        ])
+        .unwrap_err();
+    assert_eq!(err.field(), Some("w"));
+    assert_eq!(opt.pending(), 0, "the bad call counted as a micro-batch");
+    opt.step(&mut [Param::new("w", &mut a, &[1.0])]).unwrap();
+    opt.step(&mut [Param::new("w", &mut a, &[3.0])]).unwrap();
+    assert_eq!(a, [-2.0], "the mean of the two good calls only");
+}
+
+#[test]
+fn clip_grads_reports_no_norm_for_a_call_the_optimizer_refused() {
+    use downhill::clip::{ClipGrads, GradClip};
+    use downhill::{NonFinitePolicy, Param, SgdConfig};
+    let sgd = SgdConfig::default().lr(1.0).build([("w", 2)]).unwrap();
+    let mut opt = ClipGrads::new(Box::new(sgd), GradClip::GlobalNorm(1.0)).unwrap();
+    let mut w = vec![0.0f32; 2];
+    assert!(opt
+        .step(&mut [Param::new("unknown", &mut w, &[3.0, 4.0])])
+        .is_err());
+    assert_eq!(opt.last_grad_norm(), None);
+    // A non-finite gradient refused under NonFinitePolicy::Error does report its norm.
+    opt.set_nonfinite_policy(NonFinitePolicy::Error);
+    assert!(opt
+        .step(&mut [Param::new("w", &mut w, &[f32::INFINITY, 0.0])])
+        .is_err());
+    assert_eq!(opt.last_grad_norm(), Some(f64::INFINITY));
+}
