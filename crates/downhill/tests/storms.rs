@@ -36,13 +36,13 @@ impl Storm {
             .enumerate()
             .map(|(i, &n)| values(step * 31 + i as u64, n))
             .collect();
-        let poison = self.rng.next_u64() % 5 == 0;
+        let poison = self.rng.next_u64().is_multiple_of(5);
         if poison {
             self.poisoned += 1;
             let bad = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
             let value = bad[(self.rng.next_u64() % 3) as usize];
             let t = (self.rng.next_u64() % LENS.len() as u64) as usize;
-            if self.rng.next_u64() % 10 == 0 {
+            if self.rng.next_u64().is_multiple_of(10) {
                 grads[t].iter_mut().for_each(|g| *g = value);
             } else {
                 for _ in 0..1 + self.rng.next_u64() % 3 {
