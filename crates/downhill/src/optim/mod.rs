@@ -28,6 +28,7 @@ crate::registry::registry! {
         lamb::Lamb(LambConfig) = "lamb", "LAMB";
         lars::Lars(LarsConfig) = "lars", "LARS";
         lion::Lion(LionConfig) = "lion", "Lion";
+        rprop::Rprop(RpropConfig) = "rprop", "Rprop";
     }
     hyperparameters {
         /// Learning rate.
@@ -72,5 +73,9 @@ crate::registry::registry! {
         decay_form: DecayForm;
         /// Scale updates by the layer-wise trust ratio.
         trust_ratio: bool, negated;
+        /// Rprop's step-size factors (decrease, increase).
+        etas: (f64, f64);
+        /// Rprop's bounds of the step sizes (minimum, maximum).
+        step_sizes: (f64, f64);
     }
 }
