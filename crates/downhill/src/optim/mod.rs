@@ -29,6 +29,7 @@ crate::registry::registry! {
         lars::Lars(LarsConfig) = "lars", "LARS";
         lion::Lion(LionConfig) = "lion", "Lion";
         rprop::Rprop(RpropConfig) = "rprop", "Rprop";
+        asgd::Asgd(AsgdConfig) = "asgd", "ASGD";
     }
     hyperparameters {
         /// Learning rate.
@@ -43,7 +44,7 @@ crate::registry::registry! {
         weight_decay: f64;
         /// Term added to the denominator for numerical stability.
         eps: f64;
-        /// Smoothing constant of the squared-gradient average.
+        /// RMSprop's smoothing constant; ASGD's step-decay power.
         alpha: f64;
         /// Learning-rate decay.
         lr_decay: f64;
@@ -77,5 +78,9 @@ crate::registry::registry! {
         etas: (f64, f64);
         /// Rprop's bounds of the step sizes (minimum, maximum).
         step_sizes: (f64, f64);
+        /// ASGD's decay term.
+        lambd: f64;
+        /// ASGD's step at which averaging starts.
+        t0: f64;
     }
 }
