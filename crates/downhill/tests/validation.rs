@@ -40,7 +40,7 @@ fn learning_rate_must_be_finite_and_non_negative_for_every_optimizer() {
 
 #[test]
 fn weight_decay_must_be_non_negative_for_every_optimizer_that_has_it() {
-    // Rprop has no weight decay (nor has PyTorch's).
+    // Rprop and ADOPT have no weight decay (nor do PyTorch's Rprop and optax's ADOPT).
     for entry in REGISTRY {
         if !entry.fields.iter().any(|f| f.name == "weight_decay") {
             continue;

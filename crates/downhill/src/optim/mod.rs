@@ -30,6 +30,7 @@ crate::registry::registry! {
         lion::Lion(LionConfig) = "lion", "Lion";
         rprop::Rprop(RpropConfig) = "rprop", "Rprop";
         asgd::Asgd(AsgdConfig) = "asgd", "ASGD";
+        adopt::Adopt(AdoptConfig) = "adopt", "ADOPT";
     }
     hyperparameters {
         /// Learning rate.
@@ -82,5 +83,7 @@ crate::registry::registry! {
         lambd: f64;
         /// ASGD's step at which averaging starts.
         t0: f64;
+        /// ADOPT: clip the normalised gradient to ±(t-1)^(1/4).
+        use_clipping: bool, negated;
     }
 }
