@@ -313,8 +313,11 @@ Rounding notes (what downhill reproduces):
 * ADOPT: `b1_ = where(count > 0, b1, 1)` and `b2_ = where(count > 0, b2, 0)` are f32 arrays,
   so `1 - b` is an f32 subtraction (`1 - f32(0.9999) = 1.00016594e-4`, not
   `f32(1e-4)`); the clip bound is XLA's f32 `count ** 0.25`.
-* AdEMAMix: constants are Python floats (`1 - b` in f64, then f32); bias corrections are
-  `1 - b ** count` in f32, `b ** count` by XLA's square-and-multiply.
+* AdEMAMix: constants are Python floats (`1 - b` in f64, then f32). `tree_bias_correction`
+  is jitted (`jax.jit(inline=True)`): XLA computes `m / (1 - b ** count)` as
+  `m * (1 / (1 - b ** count))` with the correctly rounded f32 power (checked for b in
+  {{0.9, 0.999}}, count 1..200: all equal; the division, or a square-and-multiply power,
+  differ in 44-197 of the 200 steps).
 
 ## Cases ({n_cases})
 

@@ -31,6 +31,7 @@ crate::registry::registry! {
         rprop::Rprop(RpropConfig) = "rprop", "Rprop";
         asgd::Asgd(AsgdConfig) = "asgd", "ASGD";
         adopt::Adopt(AdoptConfig) = "adopt", "ADOPT";
+        ademamix::Ademamix(AdemamixConfig) = "ademamix", "AdEMAMix";
     }
     hyperparameters {
         /// Learning rate.
@@ -45,7 +46,7 @@ crate::registry::registry! {
         weight_decay: f64;
         /// Term added to the denominator for numerical stability.
         eps: f64;
-        /// RMSprop's smoothing constant; ASGD's step-decay power.
+        /// RMSprop's smoothing constant; ASGD's step-decay power; AdEMAMix's slow-moment weight.
         alpha: f64;
         /// Learning-rate decay.
         lr_decay: f64;
@@ -85,5 +86,11 @@ crate::registry::registry! {
         t0: f64;
         /// ADOPT: clip the normalised gradient to ±(t-1)^(1/4).
         use_clipping: bool, negated;
+        /// AdEMAMix's decay rate of the slow moment.
+        beta3: f64;
+        /// AdEMAMix's warm-up steps of alpha (0: none).
+        t_alpha: u64;
+        /// AdEMAMix's warm-up steps of beta3 (0: none).
+        t_beta3: u64;
     }
 }
