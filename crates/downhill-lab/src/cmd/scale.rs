@@ -410,15 +410,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_point_measures_memory_and_time() {
+    fn a_point_measures_time_and_counts_the_needed_bytes() {
+        // Resident memory is checked in tests/scale.rs, in a process of its own: here other
+        // tests allocate beside this one.
         let p = measure("adamw", 1 << 20, 3, 1, 2).unwrap();
         assert_eq!(p.state_bytes, 8 << 20);
         assert_eq!(p.needed_bytes, 16 << 20);
         assert!(p.median_step_seconds > 0.0);
-        if p.rss_before > 0 {
-            // The process's other allocations (the pool, the test harness) move it a little.
-            assert!((0.9..1.2).contains(&p.resident_over_needed), "{p:?}");
-        }
+        assert_eq!((p.params, p.tensors, p.steps), (1 << 20, 3, 2));
     }
 
     #[test]
