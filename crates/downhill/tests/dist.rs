@@ -635,3 +635,244 @@ fn a_shard_reloads_on_its_own_layout_only() {
         );
     }
 }
+
+/// A whole-tensor kernel written outside the crate: SGD scaled per row by a running mean of the
+/// row's squared gradient (a buffer of one value per row, not the parameter's shape), and
+/// for the whole tensor by its gradient's RMS.
+mod row_norm {
+    use downhill::kernel::{Bufs, Kernel, StepCtx, StepKind};
+
+    downhill::optimizer_config! {
+        /// Hyperparameters of the test kernel.
+        pub struct RowNormConfig for RowNormKernel {
+            /// Learning rate.
+            lr: f64 = 0.01 => non_negative,
+        }
+    }
+
+    pub struct RowNormKernel;
+
+    impl Kernel for RowNormKernel {
+        const NAME: &'static str = "row_norm";
+        const STEP: StepKind = StepKind::WholeTensor;
+        type Config = RowNormConfig;
+        type Scalars = f32;
+
+        fn buffers(_: &RowNormConfig) -> &'static [&'static str] {
+            &["row_sq"]
+        }
+        fn buffer_shape(_: &RowNormConfig, _: usize, shape: &[usize]) -> Vec<usize> {
+            vec![shape.first().copied().unwrap_or(1)]
+        }
+        fn scalars(_: &RowNormConfig, ctx: &StepCtx, _: &mut [f32]) -> f32 {
+            ctx.lr as f32
+        }
+        fn update(_: &f32, _: &mut [f32], _: &[f32], _: Bufs<'_>) {
+            unreachable!("whole-tensor kernel")
+        }
+        fn step_tensor(lr: &f32, shape: &[usize], p: &mut [f32], g: &[f32], st: &mut [&mut [f32]]) {
+            step(*lr, shape, p, g, st[0]);
+        }
+        fn reference(
+            _: &RowNormConfig,
+            ctx: &StepCtx,
+            _: &mut [f32],
+            p: &mut [f32],
+            g: &[f32],
+            st: &mut [Vec<f32>],
+        ) {
+            step(ctx.lr as f32, ctx.shape, p, g, &mut st[0]);
+        }
+    }
+
+    fn step(lr: f32, shape: &[usize], p: &mut [f32], g: &[f32], rows: &mut [f32]) {
+        let n = rows.len();
+        let width = p.len() / n;
+        let rms = (g.iter().map(|x| x * x).sum::<f32>() / g.len() as f32).sqrt() + 1e-6;
+        let _ = shape;
+        for r in 0..n {
+            let gr = &g[r * width..(r + 1) * width];
+            let m = gr.iter().map(|x| x * x).sum::<f32>() / width as f32;
+            rows[r] = 0.9 * rows[r] + 0.1 * m;
+            let s = lr / ((rows[r] + 1e-8).sqrt() * rms);
+            for (pi, gi) in p[r * width..(r + 1) * width].iter_mut().zip(gr) {
+                *pi -= s * gi;
+            }
+        }
+    }
+}
+
+#[test]
+fn whole_tensor_kernels_stay_whole_and_match_unsharded() {
+    use row_norm::{RowNormConfig, RowNormKernel};
+    let shapes: Vec<(String, Vec<usize>)> = vec![
+        ("w0".into(), vec![60, 150]),
+        ("w1".into(), vec![7]),
+        ("w2".into(), vec![90, 100]),
+        ("w3".into(), vec![3, 1000]),
+    ];
+    let specs: Vec<ParamSpec> = shapes
+        .iter()
+        .map(|(n, s)| ParamSpec::shaped(n.clone(), s.clone()))
+        .collect();
+    let names: Vec<&str> = shapes.iter().map(|(n, _)| n.as_str()).collect();
+    let init: Vec<Vec<f32>> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| common::values(70 + i as u64, s.len()))
+        .collect();
+    let grad = |step: u64, rank: usize| -> Vec<Vec<f32>> {
+        specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| common::values(step * 31 + rank as u64 * 977 + i as u64, s.len()))
+            .collect()
+    };
+    let run_steps = |opt: &mut dyn Optimizer, p: &mut Vec<Vec<f32>>, g: &[Vec<f32>]| {
+        let mut ps: Vec<Param> = names
+            .iter()
+            .zip(p.iter_mut())
+            .zip(g)
+            .map(|((n, v), g)| Param::new(n, v, g))
+            .collect();
+        opt.step(&mut ps).unwrap();
+    };
+    for world in 1..=4 {
+        let engine =
+            downhill::Engine::<RowNormKernel>::new(RowNormConfig::default(), specs.clone())
+                .unwrap();
+        let mut acc = Accumulate::new(Box::new(engine) as Box<dyn Optimizer>, world).unwrap();
+        let mut want = init.clone();
+        for s in 1..=3 {
+            for r in 0..world {
+                run_steps(&mut acc, &mut want, &grad(s, r));
+            }
+        }
+        let want_bytes = acc.to_bytes().unwrap();
+        for stage in [ZeroStage::One, ZeroStage::Two] {
+            let out = run_on_threads(world, |comm| {
+                let rank = comm.rank();
+                let builder: Arc<downhill::dist::ShardBuilder> =
+                    Arc::new(|groups: Vec<Vec<ParamSpec>>| {
+                        let mut it = groups.into_iter();
+                        let e = downhill::Engine::<RowNormKernel>::new(
+                            RowNormConfig::default(),
+                            it.next().unwrap_or_default(),
+                        )?;
+                        Ok(Box::new(e) as Box<dyn downhill::dist::Shard>)
+                    });
+                let mut opt = Sharded::with_builder(
+                    Arc::new(comm),
+                    zero(stage, Partition::Flat, 16 << 10),
+                    vec![specs.clone()],
+                    builder,
+                )
+                .unwrap();
+                assert!(
+                    opt.plan().split.iter().all(|&s| !s),
+                    "a whole-tensor kernel's tensor was cut"
+                );
+                let mut p = init.clone();
+                for s in 1..=3 {
+                    run_steps(&mut opt, &mut p, &grad(s, rank));
+                }
+                (p, opt.consolidated_bytes().unwrap())
+            });
+            for (p, bytes) in &out {
+                assert!(bits(p) == bits(&want), "world {world} {stage:?}");
+                if let Some(b) = bytes {
+                    assert!(*b == want_bytes, "consolidated state differs");
+                }
+            }
+        }
+    }
+}
+
+/// The MPI backend under `mpirun -np 2`: this test starts `mpirun` on this very test binary,
+/// whose two ranks run [`mpi_ranks`]: every typed collective, then sharded steps (LAMB and
+/// AdamW, ZeRO 1 and 2, both partitions) checked bit for bit against the unsharded
+/// optimizer and their bytes against the ZeRO formulas.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpi_backend_under_mpirun() {
+    if std::env::var_os("DOWNHILL_MPI_CHILD").is_some() {
+        return mpi_ranks();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("mpirun")
+        .args(["-np", "2", "--oversubscribe"])
+        .arg(exe)
+        .args([
+            "--exact",
+            "mpi_backend_under_mpirun",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DOWNHILL_MPI_CHILD", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("mpirun (the mpi feature needs Debian's openmpi-bin)");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "mpirun failed:\n{text}");
+    assert_eq!(text.matches("mpi rank ok").count(), 2, "{text}");
+}
+
+#[cfg(feature = "mpi")]
+fn mpi_ranks() {
+    use downhill::dist::MpiComm;
+    let comm = MpiComm::init().unwrap();
+    let (rank, n) = (comm.rank(), comm.size());
+    assert_eq!(n, 2);
+    let comm: Arc<dyn Collective> = Arc::new(comm);
+    let c = comm.as_ref();
+    let all = c
+        .all_gather_v(&vec![rank as f32; rank + 1], &[1, 2])
+        .unwrap();
+    assert_eq!(all, vec![0.0, 1.0, 1.0]);
+    let data: Vec<f32> = (0..5).map(|i| (i * (rank + 1)) as f32).collect();
+    let got = c.reduce_scatter(&data, &[3, 2], ReduceOp::Sum).unwrap();
+    let want: Vec<f32> = if rank == 0 {
+        vec![0.0, 3.0, 6.0]
+    } else {
+        vec![9.0, 12.0]
+    };
+    assert_eq!(got, want);
+    let mut x = vec![rank as f64 + 1.0; 9];
+    c.all_reduce(&mut x, ReduceOp::Mean).unwrap();
+    assert_eq!(x, vec![1.5; 9]);
+    let mut b = vec![rank as u64; 2];
+    c.broadcast(&mut b, 1).unwrap();
+    assert_eq!(b, vec![1, 1]);
+    c.barrier().unwrap();
+    for name in ["lamb", "adamw"] {
+        let cfg = (downhill::REGISTRY
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap()
+            .default)();
+        let (want, _, _) = unsharded(&cfg, 2, 3, None, NonFinitePolicy::Apply, None);
+        let total: usize = lens().iter().sum();
+        for (zlabel, z) in layouts() {
+            let mut opt = Sharded::from_config(comm.clone(), z, groups(&cfg)).unwrap();
+            let mut params = initial();
+            for s in 1..=3 {
+                step_with(&mut opt, &mut params, &grads(s, rank, None)).unwrap();
+            }
+            assert!(
+                bits(&params) == bits(&want),
+                "{name} {zlabel}: MPI differs from unsharded"
+            );
+            let own = opt.plan().elems()[rank];
+            let (g, p) = ByteCounts::zero_formula(z.stage, 2, total, own);
+            let t = opt.last_traffic();
+            assert_eq!((t.gradients, t.parameters), (g, p), "{name} {zlabel}");
+        }
+    }
+    println!("mpi rank ok");
+}

@@ -4,6 +4,8 @@
 pub mod collective;
 pub mod element;
 pub mod layout;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod reshard;
 pub mod shard;
 mod sharded;
@@ -15,6 +17,8 @@ pub use collective::{
 };
 pub use element::{fold_rank_order, Element, ReduceOp};
 pub use layout::{Partition, Piece, Plan};
+#[cfg(feature = "mpi")]
+pub use mpi::MpiComm;
 pub use reshard::shard_file_name;
 pub use shard::{ParamState, Progress, Shard};
 pub use sharded::{
