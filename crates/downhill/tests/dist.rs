@@ -876,3 +876,52 @@ fn mpi_ranks() {
     }
     println!("mpi rank ok");
 }
+
+#[test]
+fn save_writes_every_shard_and_the_consolidated_state() {
+    let cfg = (downhill::REGISTRY
+        .iter()
+        .find(|e| e.name == "adam")
+        .unwrap()
+        .default)();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("optimizer.safetensors");
+    let (_, half, _) = unsharded(&cfg, 2, 2, None, NonFinitePolicy::Apply, None);
+    let stats = run_on_threads(2, |comm| {
+        let rank = comm.rank();
+        let mut opt = Sharded::from_config(
+            Arc::new(comm),
+            zero(ZeroStage::Two, Partition::Flat, 1 << 20),
+            groups(&cfg),
+        )
+        .unwrap();
+        let stats = opt.stats();
+        let mut p = initial();
+        for s in 1..=2 {
+            step_with(&mut opt, &mut p, &grads(s, rank, None)).unwrap();
+        }
+        opt.save(&path).unwrap();
+        (stats.state_bytes(), stats.steps(), opt.state_bytes())
+    });
+    for (held, steps, bytes) in stats {
+        assert_eq!((held, steps), (bytes, 2));
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), half.to_bytes().unwrap());
+    for r in 0..2 {
+        assert!(dir
+            .path()
+            .join(downhill::dist::shard_file_name(r, 2))
+            .exists());
+    }
+    // The consolidated file loads into a 3-rank optimizer.
+    run_on_threads(3, |comm| {
+        let mut opt = Sharded::from_config(
+            Arc::new(comm),
+            zero(ZeroStage::One, Partition::ByParameter, 1 << 20),
+            groups(&cfg),
+        )
+        .unwrap();
+        opt.load(&path).unwrap();
+        assert_eq!(opt.step_count("a0"), Some(2));
+    });
+}

@@ -22,6 +22,6 @@ pub use mpi::MpiComm;
 pub use reshard::shard_file_name;
 pub use shard::{ParamState, Progress, Shard};
 pub use sharded::{
-    ShardBuilder, Sharded, StepTraffic, ZeroConfig, ZeroStage, DEFAULT_BUCKET_BYTES,
+    ShardBuilder, ShardStats, Sharded, StepTraffic, ZeroConfig, ZeroStage, DEFAULT_BUCKET_BYTES,
 };
 pub use thread::{run_on_threads, thread_group, ThreadComm};

@@ -14,6 +14,8 @@
 //! Consolidating holds the whole state on rank 0 (twice, briefly); loading a consolidated
 //! state holds it on every rank while the pieces are cut out.
 
+use std::path::Path;
+
 use super::collective::Collective;
 use super::shard::{ParamState, Shard};
 use super::sharded::{ShardRecord, Sharded, ZeroStage};
@@ -82,6 +84,33 @@ impl Sharded {
         restore_without_layout(full.as_mut(), rank0.as_ref())?;
         full.to_bytes().map(Some)
     }
+}
+
+/// [`Optimizer::save`](crate::Optimizer::save) of a [`Sharded`] optimizer (a collective).
+pub(crate) fn save(s: &Sharded, path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let name = shard_file_name(s.rank(), s.plan().world);
+    let shard = match dir {
+        Some(d) => d.join(name),
+        None => Path::new(&name).to_path_buf(),
+    };
+    let written = crate::checkpoint::write_atomic(&shard, &s.shard().to_bytes()?);
+    let consolidated = s.consolidated_bytes()?;
+    let written = written.and_then(|()| match consolidated {
+        Some(bytes) => crate::checkpoint::write_atomic(path, &bytes),
+        None => Ok(()),
+    });
+    // Every rank learns whether every file was written.
+    let c: &dyn Collective = s.comm().as_ref();
+    let failed = c.all_gather(&[u8::from(written.is_err())])?;
+    written?;
+    if let Some(r) = failed.iter().position(|&f| f != 0) {
+        return Err(Error::checkpoint(format!(
+            "rank {r} could not write its part of the checkpoint {}",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Gives `full` the progress of `from` without its shard record.

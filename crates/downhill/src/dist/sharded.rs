@@ -3,6 +3,8 @@
 //! reduce-scattered (ZeRO 2), by whole parameter or in flat slices ([`Partition`]).
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::collective::{ByteCounts, Collective, Exchange, Ticket};
@@ -112,6 +114,50 @@ impl StepTraffic {
     }
 }
 
+/// What a [`Sharded`] optimizer's last step did, readable from another owner (a training
+/// loop holding the optimizer as a `dyn Optimizer`): see [`Sharded::stats`].
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    state_bytes: AtomicU64,
+    gradients: AtomicU64,
+    parameters: AtomicU64,
+    norms: AtomicU64,
+    flags: AtomicU64,
+    steps: AtomicU64,
+}
+
+impl ShardStats {
+    /// Bytes of optimizer state this rank held after its last step.
+    pub fn state_bytes(&self) -> usize {
+        self.state_bytes.load(Ordering::Relaxed) as usize
+    }
+
+    /// Bytes this rank sent in its last step.
+    pub fn last_traffic(&self) -> StepTraffic {
+        StepTraffic {
+            gradients: self.gradients.load(Ordering::Relaxed),
+            parameters: self.parameters.load(Ordering::Relaxed),
+            norms: self.norms.load(Ordering::Relaxed),
+            flags: self.flags.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Steps taken (skipped ones included).
+    pub fn steps(&self) -> u64 {
+        self.steps.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, state_bytes: usize, t: StepTraffic) {
+        self.state_bytes
+            .store(state_bytes as u64, Ordering::Relaxed);
+        self.gradients.store(t.gradients, Ordering::Relaxed);
+        self.parameters.store(t.parameters, Ordering::Relaxed);
+        self.norms.store(t.norms, Ordering::Relaxed);
+        self.flags.store(t.flags, Ordering::Relaxed);
+        self.steps.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Builds one rank's shard from its parameters, one list per group (in the groups' order).
 pub type ShardBuilder = dyn Fn(Vec<Vec<ParamSpec>>) -> Result<Box<dyn Shard>> + Send + Sync;
 
@@ -149,7 +195,8 @@ impl Record for ShardRecord {
 /// - element-wise kernels need nothing else; per-tensor norms of LAMB and LARS and the global
 ///   gradient norm of clipping are sums of 4,096-element blocks (the flat partition cuts
 ///   tensors only between blocks, [`super::layout`]), gathered from every rank and added in
-///   block order and tensor order, as the unsharded optimizer adds them;
+///   block order, then (clipping) in the order the parameters are passed to `step`, as the
+///   unsharded optimizer and `ClipGrads` add them;
 /// - whole-tensor kernels keep every tensor whole on one rank.
 ///
 /// Every rank must pass every registered parameter with an `f32` gradient at every step
@@ -198,6 +245,7 @@ pub struct Sharded {
     grad_full: Vec<f32>,
     last_norm: Option<f64>,
     traffic: StepTraffic,
+    stats: Arc<ShardStats>,
 }
 
 impl std::fmt::Debug for Sharded {
@@ -288,6 +336,7 @@ impl Sharded {
             grad_full: vec![0.0; full],
             last_norm: None,
             traffic: StepTraffic::default(),
+            stats: Arc::new(ShardStats::default()),
         };
         sharded.inner = sharded.fresh_shard()?;
         Ok(sharded)
@@ -375,6 +424,12 @@ impl Sharded {
 
     pub(crate) fn num_groups_planned(&self) -> usize {
         self.groups
+    }
+
+    /// A handle on the state size and traffic of the last step, which stays valid once the
+    /// optimizer is boxed as a `dyn Optimizer`.
+    pub fn stats(&self) -> Arc<ShardStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Bytes this rank sent in its last step, by purpose.
@@ -622,8 +677,9 @@ impl Sharded {
     }
 
     /// Clips the reduced gradients as [`ClipGrads`](crate::clip::ClipGrads) would; returns
-    /// the global norm before clipping.
-    fn clip_gradients(&mut self, clip: GradClip) -> Result<f64> {
+    /// the global norm before clipping. `pos[k]` is where planned parameter `k` is in the
+    /// step's parameters: the tensors' sums are added in that order, as `ClipGrads` adds them.
+    fn clip_gradients(&mut self, clip: GradClip, pos: &[usize]) -> Result<f64> {
         let mut mine = Vec::new();
         for i in 0..self.plan.pieces[self.rank].len() {
             mine.extend(self.own_grad(i).chunks(NORM_BLOCK).map(block_sum_squares));
@@ -636,7 +692,9 @@ impl Sharded {
             .iter()
             .map(|b| b.iter().fold(0.0, |a, &x| a + x))
             .collect();
-        let norm = sums.iter().fold(0.0, |a, &x| a + x).sqrt();
+        let mut call_order: Vec<usize> = (0..sums.len()).collect();
+        call_order.sort_by_key(|&k| pos[k]);
+        let norm = call_order.iter().fold(0.0, |a, &k| a + sums[k]).sqrt();
         let replicated = self.config.stage == ZeroStage::Replicated;
         let scale = |g: &mut [f32], coef: Option<f32>| {
             if let Some(c) = coef {
@@ -808,7 +866,7 @@ impl Sharded {
             }
         }
         self.last_norm = match self.clip {
-            Some(clip) => Some(self.clip_gradients(clip)?),
+            Some(clip) => Some(self.clip_gradients(clip, &pos)?),
             None => None,
         };
         // 3. Step, bucket by bucket, posting each bucket's all-gather as soon as it is done.
@@ -990,7 +1048,9 @@ impl Optimizer for Sharded {
         self.inner.name()
     }
     fn step(&mut self, params: &mut [Param<'_>]) -> Result<()> {
-        self.step_sharded(params)
+        self.step_sharded(params)?;
+        self.stats.record(self.inner.state_bytes(), self.traffic);
+        Ok(())
     }
     fn num_groups(&self) -> usize {
         self.inner.num_groups()
@@ -1066,6 +1126,13 @@ impl Optimizer for Sharded {
     /// This rank's shard, or a consolidated state (re-sharded for this world size).
     fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         super::reshard::load(self, bytes)
+    }
+    /// A collective: every rank writes its shard next to `path`
+    /// ([`shard_file_name`](super::shard_file_name) in the same folder), rank 0 writes the
+    /// consolidated state to `path`, and every rank returns once all files are written.
+    /// [`load`](Optimizer::load) of `path` resumes on any world size.
+    fn save(&self, path: &Path) -> Result<()> {
+        super::reshard::save(self, path)
     }
 }
 
