@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`common`] | model, data, epochs, batch size, seed, threads (`compare`, `train`) |
 //! | [`training`] | schedules, clipping, non-finite policy, accumulation, groups (`compare`, `train`) |
+//! | [`parallel`] | data-parallel training under MPI: `--zero`, `--zero-layout`, `--bucket-mb`, `--comm-timeout` (`compare`, `train`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
 //! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`schedule`], [`report`] | one subcommand each |
 //! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
@@ -19,6 +20,7 @@ pub mod compare;
 pub mod experiment;
 pub mod hyper;
 pub mod landscape;
+pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod schedule;
@@ -34,6 +36,7 @@ pub use compare::CompareArgs;
 pub use experiment::{ExperimentArgs, ExperimentCommand};
 pub use hyper::HyperArgs;
 pub use landscape::LandscapeArgs;
+pub use parallel::{ParallelArgs, ZeroLayoutArg};
 pub use plot::PlotArgs;
 pub use report::ReportArgs;
 pub use schedule::ScheduleArgs;

@@ -9,6 +9,7 @@
 //! | `trace` | [`trace`] |
 //! | `landscape` | [`landscape`] |
 //! | `bench` | [`bench`](mod@bench) |
+//! | (the communicator of data-parallel `train` and `compare`) | [`parallel`] |
 //! | `schedule` | [`schedule`] |
 //! | `bias-correction`, `paper`, ... (every experiment) | [`experiment`] |
 //! | `report` | [`report`] |
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod compare;
 pub mod experiment;
 pub mod landscape;
+pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod schedule;

@@ -60,6 +60,7 @@ pub fn training_record(opts: &TrainOptions) -> TrainingConfig {
         checkpoint: opts.checkpoint.as_ref().map(|p| p.display().to_string()),
         resumed_from: opts.resume.as_ref().map(|p| p.display().to_string()),
         skipped_steps: 0,
+        data_parallel: None,
     }
 }
 
@@ -90,10 +91,19 @@ pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
     };
     let training = TrainingConfig {
         skipped_steps: result.optimizer.optimizer().skipped_steps(),
+        data_parallel: result.parallel.clone(),
         ..training_record(&req.opts)
     };
-    run::write_run_with_training(&req.dir, &config, &training, &result.metrics)?;
-    plot::plot_run(&req.dir)?;
+    // In a data-parallel run rank 0 writes the folder.
+    if req
+        .opts
+        .data_parallel
+        .as_ref()
+        .is_none_or(|dp| dp.is_root())
+    {
+        run::write_run_with_training(&req.dir, &config, &training, &result.metrics)?;
+        plot::plot_run(&req.dir)?;
+    }
     let name = req
         .dir
         .file_name()
