@@ -7,7 +7,7 @@
 //! | [`training`] | schedules, clipping, non-finite policy, accumulation, groups (`compare`, `train`) |
 //! | [`parallel`] | data-parallel training under MPI: `--zero`, `--zero-layout`, `--bucket-mb`, `--comm-timeout` (`compare`, `train`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
-//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`schedule`], [`report`] | one subcommand each |
+//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`dist_bench`], [`schedule`], [`report`] | one subcommand each |
 //! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
 //!
 //! [`Cli`] and its [`Command`] enum put them together. The second layer validates these flags
@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod common;
 pub mod compare;
+pub mod dist_bench;
 pub mod experiment;
 pub mod hyper;
 pub mod landscape;
@@ -33,6 +34,7 @@ use clap::{Parser, Subcommand};
 pub use bench::BenchArgs;
 pub use common::{CommonArgs, ModelArg};
 pub use compare::CompareArgs;
+pub use dist_bench::DistBenchArgs;
 pub use experiment::{ExperimentArgs, ExperimentCommand};
 pub use hyper::HyperArgs;
 pub use landscape::LandscapeArgs;
@@ -71,6 +73,9 @@ pub enum Command {
     Landscape(LandscapeArgs),
     /// Time optimizer steps against an in-process bandwidth probe.
     Bench(BenchArgs),
+    /// Time a data-parallel sharded optimizer step on N ranks (mpirun, or threads), measure
+    /// the communication, and project it to 8, 64 and 512 ranks with an alpha-beta model.
+    DistBench(DistBenchArgs),
     /// Plot a learning-rate schedule over steps and print a few values.
     Schedule(ScheduleArgs),
     /// One subcommand per experiment of the registry (`bias-correction`, ..., `paper`).

@@ -9,6 +9,7 @@
 //! | `trace` | [`trace`] |
 //! | `landscape` | [`landscape`] |
 //! | `bench` | [`bench`](mod@bench) |
+//! | `dist-bench` | [`dist_bench`] |
 //! | (the communicator of data-parallel `train` and `compare`) | [`parallel`] |
 //! | `schedule` | [`schedule`] |
 //! | `bias-correction`, `paper`, ... (every experiment) | [`experiment`] |
@@ -19,6 +20,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod dist_bench;
 pub mod experiment;
 pub mod landscape;
 pub mod parallel;
@@ -41,6 +43,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Trace(args) => trace::run_trace(&args),
         Command::Landscape(args) => landscape::run_landscape(&args).map(|_| ()),
         Command::Bench(args) => bench::run_bench(&args),
+        Command::DistBench(args) => dist_bench::run_dist_bench(&args),
         Command::Schedule(args) => schedule::run_schedule(&args),
         Command::Experiment(e) => experiment::run_experiment(&e).map(|_| ()),
         Command::Report(args) => report::run_report(&args).map(|_| ()),
