@@ -304,7 +304,7 @@ fn bench(
         .unwrap_or_else(|| "unknown".to_string());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "dist-bench: {} on {psi} parameters in {} tensors, ZeRO {} {}, {n} ranks ({backend}), {threads} thread(s) per rank, median of {} steps after {} warm-up; {cores} cores, load average {load} at the end",
+        "dist-bench: {} on {psi} parameters in {} tensors, ZeRO {} {}, {n} ranks ({backend}), {threads} thread(s) per rank, median of {} steps after {} warm-up; {cores} core(s) available to rank 0, load average {load} at the end",
         config.name(),
         args.tensors,
         args.zero,
