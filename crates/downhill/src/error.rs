@@ -21,6 +21,8 @@ pub enum ErrorKind {
     /// A collective operation failed: a rank left the group, did not answer in time, or the
     /// ranks disagree on the sequence of collectives ([`crate::dist`]).
     Communication,
+    /// Another process holds the lock of a file or folder this one wants to write.
+    Locked,
 }
 
 /// The error type of every fallible operation in downhill.
@@ -101,6 +103,7 @@ impl fmt::Display for Error {
             ErrorKind::Checkpoint => "checkpoint error",
             ErrorKind::Io => "i/o error",
             ErrorKind::Communication => "communication error",
+            ErrorKind::Locked => "locked",
         };
         write!(f, "{prefix}: {}", self.message)
     }

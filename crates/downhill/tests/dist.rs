@@ -4,8 +4,6 @@
 //! (the same reduced gradient); byte counts equal the ZeRO formulas; state is split evenly;
 //! checkpoints consolidate and re-shard across world sizes; a rank that dies stops the others.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +12,7 @@ use downhill::clip::{ClipGrads, GradClip};
 use downhill::dist::{
     run_on_threads, ByteCounts, Collective, Partition, ReduceOp, Sharded, ZeroConfig, ZeroStage,
 };
+use downhill::testkit as common;
 use downhill::{ErrorKind, NonFinitePolicy, Optimizer, OptimizerConfig, Param, ParamSpec};
 
 /// Tensors that cross 4,096-element blocks (so that flat slices cut them), small ones (optax's
@@ -304,9 +303,9 @@ fn every_option_combination_is_bit_identical_to_unsharded() {
                     && z.bucket_bytes == 1 << 20)
         })
         .collect();
-    for (label, cfg) in common::cases() {
+    for case in common::cases() {
         for world in [2, 3] {
-            check_parity(&label, &cfg, world, &some);
+            check_parity(&case.label, &case.config, world, &some);
         }
     }
     eprintln!(
