@@ -11,6 +11,7 @@
 //! | `bench` | [`bench`](mod@bench) |
 //! | `dist-bench` | [`dist_bench`] |
 //! | (the communicator of data-parallel `train` and `compare`) | [`parallel`] |
+//! | `scale` | [`scale`] |
 //! | `schedule` | [`schedule`] |
 //! | `bias-correction`, `paper`, ... (every experiment) | [`experiment`] |
 //! | `report` | [`report`] |
@@ -26,6 +27,7 @@ pub mod landscape;
 pub mod parallel;
 pub mod plot;
 pub mod report;
+pub mod scale;
 pub mod schedule;
 pub mod trace;
 pub mod train;
@@ -45,6 +47,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(args) => bench::run_bench(&args),
         Command::DistBench(args) => dist_bench::run_dist_bench(&args),
         Command::Schedule(args) => schedule::run_schedule(&args),
+        Command::Scale(args) => scale::run_scale(&args),
         Command::Experiment(e) => experiment::run_experiment(&e).map(|_| ()),
         Command::Report(args) => report::run_report(&args).map(|_| ()),
     }
