@@ -272,6 +272,16 @@ impl Model {
         &self.vars
     }
 
+    /// Random draws the dropout masks of one training-mode forward pass over `batch` examples
+    /// take from the generator (one per hidden activation when dropout is on).
+    pub fn dropout_draws(&self, batch: usize) -> u64 {
+        if self.spec.kind == ModelKind::Mlp && self.spec.dropout > 0.0 {
+            (batch * self.spec.hidden.iter().sum::<usize>()) as u64
+        } else {
+            0
+        }
+    }
+
     /// Number of trainable scalars.
     pub fn num_params(&self) -> usize {
         self.vars.iter().map(|(_, v)| v.elem_count()).sum()

@@ -37,6 +37,15 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Skips the next `n` draws of [`next_u64`](Self::next_u64) (the state is a counter: one
+    /// addition), as if they had been made. Data-parallel ranks use it to draw the dropout
+    /// masks of their micro-batch from where one process would be.
+    pub fn skip(&mut self, n: u64) {
+        self.state = self
+            .state
+            .wrapping_add(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(n));
+    }
+
     /// Uniform in `[0, 1)` with 53 random bits.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -81,6 +90,16 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_equals_drawing() {
+        let (mut a, mut b) = (SplitMix64::new(9), SplitMix64::new(9));
+        for _ in 0..1000 {
+            a.next_u64();
+        }
+        b.skip(1000);
+        assert_eq!(a.next_u64(), b.next_u64());
+    }
 
     #[test]
     fn splitmix64_matches_reference_values() {

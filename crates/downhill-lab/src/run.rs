@@ -62,7 +62,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -270,12 +270,13 @@ impl Metrics {
     }
 
     /// Write `path` (a `metrics.csv`).
+    /// The file is replaced atomically (a temporary file, then a rename), so that a process
+    /// killed while writing a checkpoint leaves the previous metrics whole.
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let file = fs::File::create(path).map_err(|e| LabError::io(path, e))?;
-        let mut w = BufWriter::new(file);
-        w.write_all(self.to_csv().as_bytes())
-            .and_then(|_| w.flush())
-            .map_err(|e| LabError::io(path, e))
+        Ok(downhill::checkpoint::write_atomic(
+            path,
+            self.to_csv().as_bytes(),
+        )?)
     }
 
     /// Parse `metrics.csv` text; `path` is only used in error messages.
@@ -373,6 +374,9 @@ pub struct TrainingConfig {
     pub resumed_from: Option<String>,
     /// Steps skipped by the non-finite policy.
     pub skipped_steps: u64,
+    /// Ranks, ZeRO layout, optimizer state per rank and traffic of a data-parallel run
+    /// (`None`: one process).
+    pub data_parallel: Option<crate::train::ParallelRecord>,
 }
 
 /// Write a run folder like [`write_run`], with `training` as the `training` object of

@@ -48,8 +48,9 @@ pub const CLIP_EPS: f64 = 1e-6;
 /// Below this many elements, work stays on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
-/// Sum of squares of one block, added sequentially in `f64`.
-fn block_sum_squares(block: &[f32]) -> f64 {
+/// Sum of squares of one block, added sequentially in `f64` (step 2 of the
+/// [documented order](self); sharded optimizers sum their pieces' blocks with it).
+pub(crate) fn block_sum_squares(block: &[f32]) -> f64 {
     block.iter().fold(0.0, |acc, &x| {
         let x = f64::from(x);
         acc + x * x

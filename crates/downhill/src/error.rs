@@ -18,6 +18,9 @@ pub enum ErrorKind {
     Checkpoint,
     /// An operating-system I/O error.
     Io,
+    /// A collective operation failed: a rank left the group, did not answer in time, or the
+    /// ranks disagree on the sequence of collectives ([`crate::dist`]).
+    Communication,
     /// Another process holds the lock of a file or folder this one wants to write.
     Locked,
 }
@@ -61,6 +64,11 @@ impl Error {
         Error::new(ErrorKind::Checkpoint, None, message)
     }
 
+    /// A failed collective operation ([`ErrorKind::Communication`]).
+    pub fn communication(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Communication, None, message)
+    }
+
     pub(crate) fn io(path: &std::path::Path, err: std::io::Error) -> Self {
         Error::new(
             ErrorKind::Io,
@@ -94,6 +102,7 @@ impl fmt::Display for Error {
             ErrorKind::NonFinite => "non-finite gradient",
             ErrorKind::Checkpoint => "checkpoint error",
             ErrorKind::Io => "i/o error",
+            ErrorKind::Communication => "communication error",
             ErrorKind::Locked => "locked",
         };
         write!(f, "{prefix}: {}", self.message)

@@ -94,6 +94,7 @@ pub mod accumulate;
 pub mod bench;
 pub mod checkpoint;
 pub mod clip;
+pub mod dist;
 mod engine;
 mod error;
 pub mod hparams;

@@ -96,6 +96,21 @@ pub(crate) fn build_engine<C: ConfigKernel>(
     groups: Vec<(OptimizerConfig, Vec<ParamSpec>)>,
     unwrap: fn(OptimizerConfig) -> std::result::Result<C, OptimizerConfig>,
 ) -> Result<Box<dyn Optimizer>> {
+    Ok(Box::new(build_engine_typed(groups, unwrap)?))
+}
+
+/// [`build_engine`] for a sharded optimizer's shard ([`crate::dist::Shard`]).
+pub(crate) fn build_shard<C: ConfigKernel>(
+    groups: Vec<(OptimizerConfig, Vec<ParamSpec>)>,
+    unwrap: fn(OptimizerConfig) -> std::result::Result<C, OptimizerConfig>,
+) -> Result<Box<dyn crate::dist::Shard>> {
+    Ok(Box::new(build_engine_typed(groups, unwrap)?))
+}
+
+fn build_engine_typed<C: ConfigKernel>(
+    groups: Vec<(OptimizerConfig, Vec<ParamSpec>)>,
+    unwrap: fn(OptimizerConfig) -> std::result::Result<C, OptimizerConfig>,
+) -> Result<Engine<C::Kernel>> {
     let mut engine: Option<Engine<C::Kernel>> = None;
     for (i, (config, params)) in groups.into_iter().enumerate() {
         let c = unwrap(config).map_err(|other| {
@@ -115,10 +130,7 @@ pub(crate) fn build_engine<C: ConfigKernel>(
             }
         }
     }
-    match engine {
-        Some(e) => Ok(Box::new(e)),
-        None => Err(Error::param("groups", "no parameter group given")),
-    }
+    engine.ok_or_else(|| Error::param("groups", "no parameter group given"))
 }
 
 /// Declares the optimizers and the hyperparameter vocabulary; see the
@@ -191,6 +203,22 @@ macro_rules! registry {
             ) -> $crate::Result<Box<dyn $crate::Optimizer>> {
                 match self {
                     $(OptimizerConfig::$variant(_) => $crate::registry::build_engine(
+                        groups,
+                        |c| match c {
+                            OptimizerConfig::$variant(c) => Ok(c),
+                            other => Err(other),
+                        },
+                    ),)*
+                }
+            }
+
+            /// [`OptimizerConfig::build_groups`] for one rank's shard of a sharded optimizer.
+            pub(crate) fn build_shard_groups(
+                &self,
+                groups: Vec<(OptimizerConfig, Vec<$crate::ParamSpec>)>,
+            ) -> $crate::Result<Box<dyn $crate::dist::Shard>> {
+                match self {
+                    $(OptimizerConfig::$variant(_) => $crate::registry::build_shard(
                         groups,
                         |c| match c {
                             OptimizerConfig::$variant(c) => Ok(c),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::TrainingArgs;
+use super::{ParallelArgs, TrainingArgs};
 use crate::data::DataSource;
 use crate::models::{ModelKind, ModelSpec, DEFAULT_CNN_CHANNELS, DEFAULT_MLP_HIDDEN};
 use crate::train::TrainOptions;
@@ -74,6 +74,9 @@ pub struct CommonArgs {
     /// Schedules, clipping, accumulation and parameter groups.
     #[command(flatten)]
     pub training: TrainingArgs,
+    /// Data-parallel training under MPI.
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
 }
 
 impl CommonArgs {
@@ -169,6 +172,7 @@ impl CommonArgs {
             f.push("--no-train-accuracy".into());
         }
         f.extend(self.training.canonical_flags());
+        f.extend(self.parallel.canonical_flags());
         f
     }
 

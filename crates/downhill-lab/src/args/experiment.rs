@@ -20,6 +20,10 @@ pub struct ExperimentArgs {
     /// Seed of the data split, initialisation, batch order and synthetic data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Data-parallel training under `mpirun` (only `large-batch` trains data-parallel; the
+    /// other experiments refuse an MPI launch).
+    #[command(flatten)]
+    pub parallel: super::ParallelArgs,
 }
 
 /// `downhill NAME` for an experiment of [`EXPERIMENTS`]: which one, and its flags.

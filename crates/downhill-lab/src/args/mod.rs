@@ -5,8 +5,9 @@
 //! |---|---|
 //! | [`common`] | model, data, epochs, batch size, seed, threads (`compare`, `train`) |
 //! | [`training`] | schedules, clipping, non-finite policy, accumulation, groups (`compare`, `train`) |
+//! | [`parallel`] | data-parallel training under MPI: `--zero`, `--zero-layout`, `--bucket-mb`, `--comm-timeout` (`compare`, `train`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
-//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`scale`], [`schedule`], [`report`] | one subcommand each |
+//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`dist_bench`], [`scale`], [`schedule`], [`report`] | one subcommand each |
 //! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
 //!
 //! [`Cli`] and its [`Command`] enum put them together. The second layer validates these flags
@@ -16,9 +17,11 @@
 pub mod bench;
 pub mod common;
 pub mod compare;
+pub mod dist_bench;
 pub mod experiment;
 pub mod hyper;
 pub mod landscape;
+pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod scale;
@@ -32,9 +35,11 @@ use clap::{Parser, Subcommand};
 pub use bench::BenchArgs;
 pub use common::{CommonArgs, ModelArg};
 pub use compare::CompareArgs;
+pub use dist_bench::DistBenchArgs;
 pub use experiment::{ExperimentArgs, ExperimentCommand};
 pub use hyper::HyperArgs;
 pub use landscape::LandscapeArgs;
+pub use parallel::{ParallelArgs, ZeroLayoutArg};
 pub use plot::PlotArgs;
 pub use report::ReportArgs;
 pub use scale::ScaleArgs;
@@ -70,6 +75,9 @@ pub enum Command {
     Landscape(LandscapeArgs),
     /// Time optimizer steps against an in-process bandwidth probe.
     Bench(BenchArgs),
+    /// Time a data-parallel sharded optimizer step on N ranks (mpirun, or threads), measure
+    /// the communication, and project it to 8, 64 and 512 ranks with an alpha-beta model.
+    DistBench(DistBenchArgs),
     /// Plot a learning-rate schedule over steps and print a few values.
     Schedule(ScheduleArgs),
     /// Measure how a step's time and memory grow with parameters (up to 5e8) and tensors.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use downhill::Hyperparams;
 
-use super::{describe, set_threads, shell_join};
+use super::{describe, parallel, set_threads, shell_join};
 use crate::args::CompareArgs;
 use crate::data;
 use crate::optimizers::{lookup, LabOptimizer};
@@ -76,11 +76,17 @@ pub fn parse_optimizers(names: &[String]) -> Result<Vec<&'static LabOptimizer>> 
 
 /// Run `downhill compare`; returns the summary it wrote.
 pub fn run_compare(args: &CompareArgs) -> Result<Summary> {
-    set_threads(args.common.threads)?;
+    let dp = parallel::data_parallel(&args.common.parallel)?;
+    set_threads(
+        args.common
+            .threads
+            .or_else(|| dp.as_ref().map(parallel::threads_per_rank)),
+    )?;
+    let root = dp.as_ref().is_none_or(|d| d.is_root());
     let selected = parse_optimizers(&args.optimizers)?;
     let lrs = parse_lr_overrides(&args.lr, &selected)?;
     let spec = args.common.model_spec()?;
-    let quiet = args.common.quiet;
+    let quiet = args.common.quiet || !root;
 
     // Configurations first, so that a bad flag fails before any training.
     let mut configs = Vec::with_capacity(selected.len());
@@ -120,23 +126,29 @@ pub fn run_compare(args: &CompareArgs) -> Result<Summary> {
     if !quiet {
         eprintln!("data: {}", data.description);
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| LabError::io(&args.out, e))?;
+    if root {
+        std::fs::create_dir_all(&args.out).map_err(|e| LabError::io(&args.out, e))?;
+    }
 
     let mut runs = Vec::with_capacity(configs.len());
     let mut run_dirs: Vec<PathBuf> = Vec::with_capacity(configs.len());
     let mut model_detail = String::new();
     for (opt, config) in configs {
         let dir = args.out.join(opt.name);
+        let mut opts = args.common.train_options(opt.name)?;
+        opts.progress &= root;
+        opts.data_parallel = dp.clone();
+        opts.validate()?;
         let req = RunRequest {
             optimizer: opt,
             config,
             spec: spec.clone(),
-            opts: args.common.train_options(opt.name)?,
+            opts,
             dir: dir.clone(),
             command: command.clone(),
         };
         let summary = run_to_folder(&req, &data)?;
-        if model_detail.is_empty() {
+        if root && model_detail.is_empty() {
             model_detail = crate::run::RunConfig::read(&dir)?.model_detail;
         }
         if !quiet {
@@ -157,10 +169,12 @@ pub fn run_compare(args: &CompareArgs) -> Result<Summary> {
         command: command.clone(),
         runs,
     };
-    summary.write(&args.out)?;
-    plot::plot_compare(&args.out, &run_dirs)?;
-    report::write_compare_index(&args.out, &summary, &command)?;
-    print_table(&summary, &args.out);
+    if root {
+        summary.write(&args.out)?;
+        plot::plot_compare(&args.out, &run_dirs)?;
+        report::write_compare_index(&args.out, &summary, &command)?;
+        print_table(&summary, &args.out);
+    }
     Ok(summary)
 }
 

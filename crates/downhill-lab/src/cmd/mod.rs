@@ -9,6 +9,8 @@
 //! | `trace` | [`trace`] |
 //! | `landscape` | [`landscape`] |
 //! | `bench` | [`bench`](mod@bench) |
+//! | `dist-bench` | [`dist_bench`] |
+//! | (the communicator of data-parallel `train` and `compare`) | [`parallel`] |
 //! | `scale` | [`scale`] |
 //! | `schedule` | [`schedule`] |
 //! | `bias-correction`, `paper`, ... (every experiment) | [`experiment`] |
@@ -19,8 +21,10 @@
 
 pub mod bench;
 pub mod compare;
+pub mod dist_bench;
 pub mod experiment;
 pub mod landscape;
+pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod scale;
@@ -41,6 +45,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Trace(args) => trace::run_trace(&args),
         Command::Landscape(args) => landscape::run_landscape(&args).map(|_| ()),
         Command::Bench(args) => bench::run_bench(&args),
+        Command::DistBench(args) => dist_bench::run_dist_bench(&args),
         Command::Schedule(args) => schedule::run_schedule(&args),
         Command::Scale(args) => scale::run_scale(&args),
         Command::Experiment(e) => experiment::run_experiment(&e).map(|_| ()),

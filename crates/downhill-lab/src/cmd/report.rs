@@ -36,6 +36,7 @@ pub fn run_report(args: &ReportArgs) -> Result<PathBuf> {
             out: args.out.join(e.name),
             quick: args.quick,
             seed: args.seed,
+            dp: None,
         };
         let t = Instant::now();
         let result = ctx.run();

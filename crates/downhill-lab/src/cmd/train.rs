@@ -5,16 +5,22 @@ use std::path::Path;
 
 use downhill::Hyperparams;
 
-use super::{describe, set_threads, shell_join};
+use super::{describe, parallel, set_threads, shell_join};
 use crate::args::TrainArgs;
 use crate::data;
 use crate::optimizers::lookup;
+use crate::run;
 use crate::train::{run_to_folder, RunRequest};
 use crate::Result;
 
 /// Run `downhill train`.
 pub fn run_train(args: &TrainArgs) -> Result<()> {
-    set_threads(args.common.threads)?;
+    let dp = parallel::data_parallel(&args.common.parallel)?;
+    set_threads(
+        args.common
+            .threads
+            .or_else(|| dp.as_ref().map(parallel::threads_per_rank)),
+    )?;
     let optimizer = lookup(&args.optimizer)?;
     let hyper: Hyperparams = args.hyper.to_hyperparams();
     let config = optimizer.config(&hyper)?;
@@ -22,6 +28,10 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
     let mut opts = args.common.train_options(optimizer.name)?;
     opts.checkpoint = args.checkpoint.clone();
     opts.resume = args.resume.clone();
+    let root = dp.as_ref().is_none_or(|d| d.is_root());
+    opts.progress &= root;
+    opts.data_parallel = dp;
+    opts.validate()?;
     let dir = args
         .out
         .clone()
@@ -43,8 +53,13 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
         },
         &data,
     )?;
-    println!("{}", describe(&summary));
-    println!("run folder: {}", dir.display());
+    if root {
+        println!("{}", describe(&summary));
+        println!("run folder: {}", dir.display());
+        if let Some(p) = run::read_training(&dir)?.and_then(|t| t.data_parallel) {
+            println!("{}", p.describe());
+        }
+    }
     Ok(())
 }
 
@@ -52,7 +67,6 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
 mod tests {
     use super::*;
     use crate::args::{Cli, Command};
-    use crate::run;
     use clap::Parser;
 
     /// `downhill train FLAGS`, parsed.

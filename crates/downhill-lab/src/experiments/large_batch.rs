@@ -8,8 +8,20 @@
 //! during training (about 150 samples per run): the spread of `‖w‖/‖g‖` across layers is what motivates LARS's per-layer
 //! learning rates. Measured: the final test accuracy of every (optimizer, batch size), and the
 //! per-layer ratios.
+//!
+//! # On N workers
+//!
+//! Under `mpirun -np N` (lab built with `--features mpi`; `--zero 0|1|2`, `--zero-layout`,
+//! `--bucket-mb`, `--comm-timeout` as for `train`) every batch of the single-process sequence
+//! is cut into N micro-batches, rank `r` computes the gradient of micro-batch `r`, and the
+//! sharded optimizer ([`downhill::dist::Sharded`]) steps on their mean: what one process
+//! accumulating N micro-batches computes, so within float rounding of the one-process run. The
+//! sampled `‖g‖` are those of the mean gradient (the layer's gradients all-reduced at the
+//! sampled steps), a diverged loss on any rank stops every rank, and rank 0 evaluates and
+//! writes the figures and `results.json`.
 
 use candle_core::{Device, Tensor};
+use downhill::dist::ReduceOp;
 use downhill::schedule::Schedule;
 use downhill::{Hyperparams, OptimizerConfig};
 use downhill_candle::CandleOptimizer;
@@ -21,7 +33,7 @@ use crate::models::{cross_entropy, Model, ModelSpec};
 use crate::plot::{palette_color, LegendPosition, LineChart, Scale, Series};
 use crate::report::{Outcome, Section};
 use crate::rng::SplitMix64;
-use crate::train::{evaluate, is_bias_or_norm};
+use crate::train::{evaluate, is_bias_or_norm, DataParallel};
 use crate::{LabError, Result};
 
 /// (label, core name, lr at the smallest batch, weight decay, sqrt scaling).
@@ -84,6 +96,7 @@ fn train_one(
     epochs: usize,
     warmup_epochs: usize,
     seed: u64,
+    dp: Option<&DataParallel>,
 ) -> Result<Run> {
     let model = Model::new(spec, train.rows, train.cols, NUM_CLASSES, seed)?;
     let vars = model.vars().to_vec();
@@ -99,10 +112,14 @@ fn train_one(
         }
     }
     let main = config(name, lr, wd, false)?;
-    let inner = main.build_groups(vec![
+    let groups = vec![
         (main.clone(), weights),
         (config(name, lr, wd, true)?, biases),
-    ])?;
+    ];
+    let inner = match dp {
+        None => main.build_groups(groups)?,
+        Some(dp) => dp.build(groups, None)?.0,
+    };
     let mut opt = CandleOptimizer::with_optimizer(vars.clone(), inner)?;
     let n = train.len();
     let steps_per_epoch = n.div_ceil(batch_size);
@@ -119,7 +136,22 @@ fn train_one(
     let mut diverged = false;
     'outer: for _ in 0..epochs {
         rng.shuffle(&mut order);
-        for idx in order.chunks(batch_size) {
+        for batch in order.chunks(batch_size) {
+            // This rank's micro-batch of the global batch (all of it in one process).
+            let idx = match dp {
+                None => batch,
+                Some(dp) => {
+                    let (a, b) = dp.micro_range(batch.len());
+                    if a == b {
+                        return Err(LabError::config(format!(
+                            "a batch of {} examples cannot be cut into {} micro-batches",
+                            batch.len(),
+                            dp.world()
+                        )));
+                    }
+                    &batch[a..b]
+                }
+            };
             images.clear();
             labels.clear();
             for &i in idx {
@@ -129,7 +161,12 @@ fn train_one(
             let x = Tensor::from_slice(&images, (idx.len(), train.pixels()), &Device::Cpu)?;
             let y = Tensor::from_slice(&labels, idx.len(), &Device::Cpu)?;
             let loss = cross_entropy(&model.forward(&x, None)?, &y)?;
-            if !loss.to_scalar::<f32>()?.is_finite() {
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            let finite = match dp {
+                None => value.is_finite(),
+                Some(dp) => dp.mean_loss(value, true)?.1,
+            };
+            if !finite {
                 diverged = true;
                 break 'outer;
             }
@@ -141,7 +178,15 @@ fn train_one(
                         let g = grads
                             .get(v.as_tensor())
                             .ok_or_else(|| LabError::config(format!("no gradient for {n}")))?;
-                        r.push(norm(v.as_tensor())? / norm(g)?.max(1e-30));
+                        let g_norm = match dp {
+                            None => norm(g)?,
+                            Some(dp) => {
+                                let mut mean: Vec<f32> = g.flatten_all()?.to_vec1()?;
+                                dp.comm.as_ref().all_reduce(&mut mean, ReduceOp::Mean)?;
+                                norm(&Tensor::from_vec(mean, g.shape(), &Device::Cpu)?)?
+                            }
+                        };
+                        r.push(norm(v.as_tensor())? / g_norm.max(1e-30));
                     }
                 }
                 ratios.push((step, r));
@@ -150,7 +195,7 @@ fn train_one(
             step += 1;
         }
     }
-    let acc = if diverged {
+    let acc = if diverged || dp.is_some_and(|dp| !dp.is_root()) {
         f64::NAN
     } else {
         evaluate(&model, test, 1000)?.1
@@ -190,8 +235,13 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                 epochs,
                 warmup_epochs,
                 ctx.seed,
+                ctx.dp.as_ref(),
             )?);
         }
+    }
+    if ctx.dp.as_ref().is_some_and(|dp| !dp.is_root()) {
+        // Rank 0 evaluates and writes; the others only trained.
+        return Ok(ctx.section());
     }
     // Figure 1: test accuracy against batch size.
     let mut acc_chart = LineChart::new(
@@ -373,5 +423,45 @@ fn warmup_then_poly2(warmup: u64, total: u64) -> Schedule {
     Schedule::Join {
         schedules: vec![ramp, decay],
         boundaries: vec![warmup],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use downhill::dist::{run_on_threads, ZeroConfig, ZeroStage};
+
+    use super::*;
+
+    /// On 2 thread ranks (ZeRO 2) `train_one` trains every rank in step, rank 0 alone
+    /// evaluates, and the first sampled `‖w‖/‖g‖` (the mean gradient of the first batch, all
+    /// ranks' micro-batches) equals the one-process run's to float rounding.
+    #[test]
+    fn large_batch_runs_on_two_ranks_like_one_process() {
+        let split = crate::data::load(&crate::data::DataSource::Bundled, 0).unwrap();
+        let (train, test) = (split.train.take(256), split.test.take(100));
+        let spec = ModelSpec::mlp(&[16], 0.0);
+        let opt = ("LAMB", "lamb", 2e-3, 1e-2);
+        let one = train_one(&spec, &train, &test, opt, 64, 1, 0, 5, None).unwrap();
+        let runs = run_on_threads(2, |comm| {
+            let zero = ZeroConfig {
+                stage: ZeroStage::Two,
+                ..ZeroConfig::default()
+            };
+            let dp = DataParallel::new(Arc::new(comm), zero);
+            train_one(&spec, &train, &test, opt, 64, 1, 0, 5, Some(&dp)).unwrap()
+        });
+        assert!(runs[0].test_accuracy.is_finite() && !runs[0].diverged);
+        assert!(runs[1].test_accuracy.is_nan(), "only rank 0 evaluates");
+        assert_eq!(runs[0].ratios.len(), one.ratios.len());
+        assert_eq!(
+            runs[0].ratios, runs[1].ratios,
+            "the ranks sample the same norms"
+        );
+        for (a, b) in runs[0].ratios[0].1.iter().zip(&one.ratios[0].1) {
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
+        }
+        assert!((runs[0].test_accuracy - one.test_accuracy).abs() < 0.05);
     }
 }

@@ -155,6 +155,9 @@ pub struct Ctx {
     pub quick: bool,
     /// Seed.
     pub seed: u64,
+    /// The ranks the experiment's training is spread over (`large-batch` under `mpirun`), or
+    /// `None` for one process.
+    pub dp: Option<crate::train::DataParallel>,
 }
 
 impl Ctx {

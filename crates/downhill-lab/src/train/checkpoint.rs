@@ -9,6 +9,7 @@ use downhill::schedule::ReduceOnPlateau;
 use downhill::state::{Record, RecordDoc};
 use downhill_candle::CandleOptimizer;
 
+use super::DataParallel;
 use crate::models::Model;
 use crate::run::Metrics;
 use crate::{LabError, Result};
@@ -105,7 +106,10 @@ pub(super) fn load_checkpoint(
     })
 }
 
-/// Write the checkpoint folder `dir`.
+/// Write the checkpoint folder `dir`. In a data-parallel run every rank calls it: every rank
+/// writes its optimizer shard and rank 0 the consolidated optimizer state (the sharded
+/// optimizer's `save`), the model and the metrics; it returns once every rank is done.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn save_checkpoint(
     dir: &Path,
     model: &Model,
@@ -114,6 +118,7 @@ pub(super) fn save_checkpoint(
     step: usize,
     plateau: Option<&ReduceOnPlateau>,
     metrics: &Metrics,
+    dp: Option<&DataParallel>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     optimizer.optimizer_mut().set_record(&TrainerRecord {
@@ -122,6 +127,17 @@ pub(super) fn save_checkpoint(
         plateau: plateau.cloned(),
     })?;
     optimizer.save(&dir.join(CHECKPOINT_OPTIMIZER))?;
+    if let Some(dp) = dp {
+        if !dp.is_root() {
+            return dp.barrier();
+        }
+        write_model_and_metrics(dir, model, metrics)?;
+        return dp.barrier();
+    }
+    write_model_and_metrics(dir, model, metrics)
+}
+
+fn write_model_and_metrics(dir: &Path, model: &Model, metrics: &Metrics) -> Result<()> {
     let tensors: HashMap<String, Tensor> = model
         .vars()
         .iter()

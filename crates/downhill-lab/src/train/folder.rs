@@ -61,6 +61,7 @@ pub fn training_record(opts: &TrainOptions) -> TrainingConfig {
         checkpoint: opts.checkpoint.as_ref().map(|p| p.display().to_string()),
         resumed_from: opts.resume.as_ref().map(|p| p.display().to_string()),
         skipped_steps: 0,
+        data_parallel: None,
     }
 }
 
@@ -68,12 +69,29 @@ pub fn training_record(opts: &TrainOptions) -> TrainingConfig {
 /// ([`plot::plot_run`]) and summarise; `RunSummary::run_dir` is `dir`'s last component.
 ///
 /// The run folder is locked from the start to the end ([`PathLock`]: `.{name}.lock` beside
-/// it): a second process training into the same folder is refused, not interleaved.
+/// it): a second process training into the same folder is refused, not interleaved. In a
+/// data-parallel run rank 0 holds the lock.
 pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
     if let Some(parent) = req.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| LabError::io(parent, e))?;
     }
-    let _lock = PathLock::acquire(&req.dir)?;
+    // In a data-parallel run rank 0 alone writes the folder, so it alone locks it, and every
+    // rank learns whether it could (a rank that stopped here would leave the others waiting).
+    let dp = req.opts.data_parallel.as_ref();
+    let lock = dp
+        .is_none_or(|dp| dp.is_root())
+        .then(|| PathLock::acquire(&req.dir));
+    if let Some(dp) = dp {
+        let mut locked = [f64::from(u8::from(lock.as_ref().is_none_or(|l| l.is_ok())))];
+        dp.broadcast(&mut locked)?;
+        if locked[0] == 0.0 && !dp.is_root() {
+            return Err(LabError::config(format!(
+                "rank 0 could not lock the run folder {}",
+                req.dir.display()
+            )));
+        }
+    }
+    let _lock = lock.transpose()?;
     let result = train_with_config(&req.spec, &req.config, data, &req.opts)?;
     let config = RunConfig {
         format_version: FORMAT_VERSION,
@@ -98,10 +116,19 @@ pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
     };
     let training = TrainingConfig {
         skipped_steps: result.optimizer.optimizer().skipped_steps(),
+        data_parallel: result.parallel.clone(),
         ..training_record(&req.opts)
     };
-    run::write_run_with_training(&req.dir, &config, &training, &result.metrics)?;
-    plot::plot_run(&req.dir)?;
+    // In a data-parallel run rank 0 writes the folder.
+    if req
+        .opts
+        .data_parallel
+        .as_ref()
+        .is_none_or(|dp| dp.is_root())
+    {
+        run::write_run_with_training(&req.dir, &config, &training, &result.metrics)?;
+        plot::plot_run(&req.dir)?;
+    }
     let name = req
         .dir
         .file_name()

@@ -1,7 +1,7 @@
 //! Parameter groups: biases and 1-D parameters without weight decay
 //! (`--no-decay-bias-norm`).
 
-use downhill::{Optimizer, OptimizerConfig};
+use downhill::{Optimizer, OptimizerConfig, ParamSpec};
 use downhill_candle::CandleOptimizer;
 
 use crate::{LabError, Result};
@@ -19,6 +19,14 @@ pub fn build_without_decay_on_bias_norm(
     config: &OptimizerConfig,
     vars: &[(String, candle_core::Var)],
 ) -> Result<Box<dyn Optimizer>> {
+    Ok(config.build_groups(groups_without_decay_on_bias_norm(config, vars)?)?)
+}
+
+/// The groups of [`build_without_decay_on_bias_norm`], for any builder (a sharded optimizer's).
+pub fn groups_without_decay_on_bias_norm(
+    config: &OptimizerConfig,
+    vars: &[(String, candle_core::Var)],
+) -> Result<Vec<(OptimizerConfig, Vec<ParamSpec>)>> {
     let mut json = serde_json::to_value(config)
         .map_err(|e| LabError::config(format!("cannot serialise the optimizer config: {e}")))?;
     match json
@@ -48,5 +56,5 @@ pub fn build_without_decay_on_bias_norm(
     if !plain.is_empty() {
         groups.push((no_decay, plain));
     }
-    Ok(config.build_groups(groups)?)
+    Ok(groups)
 }

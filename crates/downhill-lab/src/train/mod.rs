@@ -15,6 +15,7 @@
 //! | `train_loop.rs` | [`train_model`]: epochs, optimizer steps (with accumulation), [`RunResult`] |
 //! | `evaluate.rs` | [`evaluate`]: loss and accuracy on a whole dataset |
 //! | `groups.rs` | biases and 1-D parameters without weight decay ([`build_without_decay_on_bias_norm`]) |
+//! | `parallel.rs` | data-parallel training over ranks ([`DataParallel`]): micro-batches, sharded optimizer, loss and evaluation shared |
 //! | `checkpoint.rs` | the checkpoint folder ([`TrainerRecord`], [`CHECKPOINT_OPTIMIZER`], [`CHECKPOINT_MODEL`]) |
 //! | `folder.rs` | one run written to its folder ([`run_to_folder`]), as `compare` and `train` do |
 //!
@@ -64,8 +65,11 @@ mod evaluate;
 mod folder;
 mod groups;
 mod options;
+pub mod parallel;
 mod train_loop;
 
+#[cfg(test)]
+mod parallel_tests;
 #[cfg(test)]
 mod tests;
 
@@ -75,8 +79,11 @@ use downhill_candle::CandleOptimizer;
 pub use checkpoint::{TrainerRecord, CHECKPOINT_MODEL, CHECKPOINT_OPTIMIZER};
 pub use evaluate::evaluate;
 pub use folder::{run_to_folder, training_record, RunRequest};
-pub use groups::{build_without_decay_on_bias_norm, is_bias_or_norm};
+pub use groups::{
+    build_without_decay_on_bias_norm, groups_without_decay_on_bias_norm, is_bias_or_norm,
+};
 pub use options::TrainOptions;
+pub use parallel::{DataParallel, ParallelRecord};
 pub use train_loop::{train_model, RunResult};
 
 use crate::data::{Split, NUM_CLASSES};
@@ -93,6 +100,17 @@ pub fn train_with_config(
     data: &Split,
     opts: &TrainOptions,
 ) -> Result<RunResult> {
+    if let Some(dp) = &opts.data_parallel {
+        let model = new_model(spec, data, opts)?;
+        let groups = if opts.no_decay_bias_norm {
+            groups_without_decay_on_bias_norm(config, model.vars())?
+        } else {
+            vec![(config.clone(), CandleOptimizer::param_specs(model.vars())?)]
+        };
+        let (inner, stats) = dp.build(groups, opts.clip)?;
+        let optimizer = CandleOptimizer::with_optimizer(model.vars().to_vec(), inner)?;
+        return train_loop::train_model_with(model, optimizer, data, opts, Some(stats));
+    }
     if !opts.no_decay_bias_norm {
         return train(
             spec,
@@ -115,6 +133,12 @@ pub fn train(
     data: &Split,
     opts: &TrainOptions,
 ) -> Result<RunResult> {
+    if opts.data_parallel.is_some() {
+        return Err(crate::LabError::config(
+            "data-parallel training builds its sharded optimizer from an OptimizerConfig: use \
+             train_with_config",
+        ));
+    }
     let model = new_model(spec, data, opts)?;
     let specs = CandleOptimizer::param_specs(model.vars())?;
     let optimizer = CandleOptimizer::with_optimizer(model.vars().to_vec(), build(&specs)?)?;

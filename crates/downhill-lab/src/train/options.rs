@@ -6,6 +6,7 @@ use downhill::schedule::{PlateauConfig, Schedule};
 use downhill::NonFinitePolicy;
 use downhill_candle::GradClip;
 
+use super::DataParallel;
 use crate::{LabError, Result};
 
 /// Options of a training run.
@@ -44,6 +45,9 @@ pub struct TrainOptions {
     pub checkpoint: Option<PathBuf>,
     /// Checkpoint folder to resume from.
     pub resume: Option<PathBuf>,
+    /// Data-parallel training over the ranks of a communicator (`None`: one process); see
+    /// [`super::parallel`].
+    pub data_parallel: Option<DataParallel>,
 }
 
 impl Default for TrainOptions {
@@ -66,6 +70,7 @@ impl Default for TrainOptions {
             no_decay_bias_norm: false,
             checkpoint: None,
             resume: None,
+            data_parallel: None,
         }
     }
 }
@@ -89,6 +94,9 @@ impl TrainOptions {
                 "--accumulate {} exceeds the batch size {}: micro-batches would be empty",
                 self.accumulate, self.batch_size
             )));
+        }
+        if let Some(dp) = &self.data_parallel {
+            super::parallel::check(dp, self.accumulate, self.batch_size)?;
         }
         if let Some(s) = &self.schedule {
             s.validate()

@@ -12,7 +12,12 @@ use downhill::NonFinitePolicy;
 use downhill_candle::CandleOptimizer;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use std::sync::Arc;
+
+use downhill::dist::ShardStats;
+
 use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::parallel::ParallelRecord;
 use super::{evaluate, TrainOptions};
 use crate::data::{Dataset, Split};
 use crate::models::{cross_entropy, Model};
@@ -32,6 +37,8 @@ pub struct RunResult {
     pub total_seconds: f64,
     /// Whether training stopped on a non-finite loss.
     pub diverged: bool,
+    /// Ranks, ZeRO layout, state bytes and traffic of a data-parallel run.
+    pub parallel: Option<ParallelRecord>,
 }
 
 impl std::fmt::Debug for RunResult {
@@ -95,7 +102,24 @@ pub fn train_model(
     data: &Split,
     opts: &TrainOptions,
 ) -> Result<RunResult> {
+    train_model_with(model, optimizer, data, opts, None)
+}
+
+/// [`train_model`]; a data-parallel run (`opts.data_parallel`) passes its sharded optimizer's
+/// statistics.
+pub(super) fn train_model_with(
+    model: Model,
+    optimizer: CandleOptimizer,
+    data: &Split,
+    opts: &TrainOptions,
+    stats: Option<Arc<ShardStats>>,
+) -> Result<RunResult> {
     opts.validate()?;
+    if opts.data_parallel.is_some() != stats.is_some() {
+        return Err(LabError::config(
+            "a data-parallel run needs the sharded optimizer train_with_config builds",
+        ));
+    }
     let started = Instant::now();
     let n = data.train.len();
     if n == 0 {
@@ -144,7 +168,12 @@ pub fn train_model(
         .metrics
         .train_loss
         .reserve(remaining * steps_per_epoch);
-    let bar = progress_bar(opts, (remaining * steps_per_epoch) as u64);
+    let root = opts.data_parallel.as_ref().is_none_or(|dp| dp.is_root());
+    let bar = if root {
+        progress_bar(opts, (remaining * steps_per_epoch) as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     let mut diverged = false;
     for epoch in first_epoch..=opts.epochs {
         batch_rng.shuffle(&mut order);
@@ -157,12 +186,17 @@ pub fn train_model(
         }
     }
     bar.finish();
+    let parallel = match (&opts.data_parallel, &stats) {
+        (Some(dp), Some(stats)) => Some(dp.record(stats)?),
+        _ => None,
+    };
     Ok(RunResult {
         metrics: trainer.metrics,
         model: trainer.model,
         optimizer: trainer.optimizer,
         total_seconds: started.elapsed().as_secs_f64(),
         diverged,
+        parallel,
     })
 }
 
@@ -173,7 +207,8 @@ fn configure(
     mut optimizer: CandleOptimizer,
     opts: &TrainOptions,
 ) -> Result<(CandleOptimizer, Option<ReduceOnPlateau>)> {
-    if let Some(clip) = opts.clip {
+    // A data-parallel optimizer clips the reduced gradients itself.
+    if let (Some(clip), None) = (opts.clip, &opts.data_parallel) {
         optimizer = optimizer.with_clip(clip)?;
     }
     if opts.accumulate > 1 {
@@ -251,20 +286,34 @@ impl Trainer<'_> {
             self.step,
             self.plateau.as_ref(),
             &self.metrics,
+            self.opts.data_parallel.as_ref(),
         )
     }
 
     /// Evaluate on the test set (and the training set unless `eval_train` is off), record the
     /// values at `epoch` and the current step, and return the test loss and accuracy.
+    ///
+    /// In a data-parallel run rank 0 evaluates and broadcasts the values, so that every rank
+    /// records the same metrics.
     fn evaluate(&mut self, epoch: usize) -> Result<(f64, f64)> {
         let (model, data, opts) = (&self.model, self.data, self.opts);
-        let (test_loss, test_acc) = evaluate(model, &data.test, opts.eval_batch_size)?;
+        let root = opts.data_parallel.as_ref().is_none_or(|dp| dp.is_root());
+        let mut values = [f64::NAN; 3];
+        if root {
+            (values[0], values[1]) = evaluate(model, &data.test, opts.eval_batch_size)?;
+            if opts.eval_train {
+                values[2] = evaluate(model, &data.train, opts.eval_batch_size)?.1;
+            }
+        }
+        if let Some(dp) = &opts.data_parallel {
+            dp.broadcast(&mut values)?;
+        }
+        let [test_loss, test_acc, train_acc] = values;
         let step = self.step;
         let point = |value| MetricPoint { epoch, step, value };
         self.metrics.test_loss.push(point(test_loss));
         self.metrics.test_accuracy.push(point(test_acc));
         if opts.eval_train {
-            let (_, train_acc) = evaluate(model, &data.train, opts.eval_batch_size)?;
             self.metrics.train_accuracy.push(point(train_acc));
         }
         Ok((test_loss, test_acc))
@@ -286,9 +335,13 @@ impl Trainer<'_> {
             .next_lr(0)
             .unwrap_or_else(|| self.optimizer.lr(0));
         let mut diverged = false;
+        let parts = opts
+            .data_parallel
+            .as_ref()
+            .map_or(opts.accumulate, |dp| dp.world());
         for indices in order.chunks(opts.batch_size) {
-            if indices.len() < opts.accumulate {
-                continue; // too few examples for k micro-batches
+            if indices.len() < parts {
+                continue; // too few examples for k micro-batches (or N ranks)
             }
             let (value, finite) = self.optimizer_step(indices, &mut dropout)?;
             self.step += 1;
@@ -353,6 +406,9 @@ impl Trainer<'_> {
         indices: &[usize],
         dropout: &mut SplitMix64,
     ) -> Result<(f64, bool)> {
+        if self.opts.data_parallel.is_some() {
+            return self.parallel_step(indices, dropout);
+        }
         let k = self.opts.accumulate;
         let mut value = 0.0f64;
         for part in 0..k {
@@ -369,6 +425,35 @@ impl Trainer<'_> {
             // on the k-th call.
             self.optimizer.step(&loss.backward()?)?;
         }
+        Ok((value, true))
+    }
+
+    /// [`Trainer::optimizer_step`] of a data-parallel run: this rank's micro-batch of the
+    /// global batch `indices` (micro-batch `rank` of `--accumulate N`), its dropout masks
+    /// drawn where one process would draw them, the loss shared, one sharded step.
+    fn parallel_step(
+        &mut self,
+        indices: &[usize],
+        dropout: &mut SplitMix64,
+    ) -> Result<(f64, bool)> {
+        let dp = self
+            .opts
+            .data_parallel
+            .as_ref()
+            .expect("a data-parallel run");
+        let (start, end) = dp.micro_range(indices.len());
+        dropout.skip(self.model.dropout_draws(start));
+        let (x, y) = self.batch.fill(&self.data.train, &indices[start..end])?;
+        let logits = self.model.forward(&x, Some(&mut *dropout))?;
+        dropout.skip(self.model.dropout_draws(indices.len() - end));
+        let loss = cross_entropy(&logits, &y)?;
+        let v = f64::from(loss.to_scalar::<f32>()?);
+        let apply = self.opts.nonfinite == NonFinitePolicy::Apply;
+        let (value, finite) = dp.mean_loss(v, apply)?;
+        if !finite {
+            return Ok((value, false));
+        }
+        self.optimizer.step(&loss.backward()?)?;
         Ok((value, true))
     }
 }

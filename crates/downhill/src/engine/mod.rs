@@ -34,7 +34,9 @@ use crate::param::{GradData, Param, ParamData, ParamSpec};
 use crate::schedule::{LrDriver, Schedule};
 use crate::state::{Record, RecordDoc, StateBuf};
 
+mod parts;
 mod plan;
+pub use parts::NormExchange;
 use plan::{Plan, Segment};
 
 /// What a step does with NaN or infinite gradients.
@@ -456,7 +458,7 @@ impl<K: Kernel> Engine<K> {
         }
         match self.mode {
             Mode::Reference => self.step_reference(params),
-            Mode::Fast => self.step_fast(params),
+            Mode::Fast => self.step_fast(params, None)?,
         }
         self.driver.advance();
         Ok(())
@@ -522,7 +524,15 @@ impl<K: Kernel> Engine<K> {
         }
     }
 
-    fn step_fast(&mut self, params: &mut [Param<'_>]) {
+    /// The fast step. With `exchange` (sharded optimizers, [`crate::dist`]), a two-pass
+    /// kernel's per-tensor sums come from it instead of from this engine's blocks alone; it is
+    /// called exactly once per call, even with nothing to step, so that every rank joins the
+    /// same exchanges.
+    fn step_fast(
+        &mut self,
+        params: &mut [Param<'_>],
+        exchange: Option<&mut dyn NormExchange>,
+    ) -> Result<()> {
         let Engine {
             groups,
             slots,
@@ -577,12 +587,12 @@ impl<K: Kernel> Engine<K> {
             blocks += len.div_ceil(BLOCK);
         }
         let total: usize = scratch.lens.iter().sum();
-        if total == 0 {
-            return;
+        if total == 0 && exchange.is_none() {
+            return Ok(());
         }
         if K::STEP == StepKind::WholeTensor {
             step_whole_tensors::<K>(isa(), &scratch.jobs, slots, total);
-            return;
+            return Ok(());
         }
         let threads = rayon::current_num_threads();
         let chunk = match chunk_elems {
@@ -603,20 +613,23 @@ impl<K: Kernel> Engine<K> {
                 // index is written by exactly one segment.
                 unsafe { run_segments::<K>(isa, Pass::Norms, &scratch.jobs, segs, sums.get()) }
             });
-            if scratch.lens.iter().all(|&n| n <= SMALL_TENSOR) {
-                return; // every tensor was stepped whole by `Kernel::step_small`
-            }
-            for job in scratch.jobs.iter_mut() {
-                if job.len <= SMALL_TENSOR {
-                    continue; // already stepped by `Kernel::step_small`
+            if let Some(exchange) = exchange {
+                // The sums of tensors spread over ranks come from all of them (same blocks,
+                // same order of addition, see `parts`).
+                parts::exchange_norms::<K>(exchange, &mut scratch.jobs, &scratch.blocks, slots)?;
+            } else {
+                if scratch.lens.iter().all(|&n| n <= SMALL_TENSOR) {
+                    return Ok(()); // every tensor was stepped whole by `Kernel::step_small`
                 }
-                let nb = job.len.div_ceil(BLOCK);
-                let (mut pp, mut uu) = (0.0f64, 0.0f64);
-                for b in &scratch.blocks[job.block0..job.block0 + nb] {
-                    pp += b[0];
-                    uu += b[1];
+                for job in scratch.jobs.iter_mut() {
+                    if job.len <= SMALL_TENSOR {
+                        continue; // already stepped by `Kernel::step_small`
+                    }
+                    let [pp, uu] = tensor_sums(
+                        &scratch.blocks[job.block0..job.block0 + job.len.div_ceil(BLOCK)],
+                    );
+                    job.s = K::with_norms(job.s, pp.sqrt(), uu.sqrt());
                 }
-                job.s = K::with_norms(job.s, pp.sqrt(), uu.sqrt());
             }
         }
         run_plan(&scratch.plan, |segs| {
@@ -625,7 +638,18 @@ impl<K: Kernel> Engine<K> {
                 run_segments::<K>(isa, Pass::Update, &scratch.jobs, segs, std::ptr::null_mut())
             }
         });
+        Ok(())
     }
+}
+
+/// A tensor's `(Σ p², Σ u²)` from its block sums: added in block order, starting at 0.
+pub(crate) fn tensor_sums(blocks: &[[f64; 2]]) -> [f64; 2] {
+    let (mut pp, mut uu) = (0.0f64, 0.0f64);
+    for b in blocks {
+        pp += b[0];
+        uu += b[1];
+    }
+    [pp, uu]
 }
 
 struct SyncPtr<T>(*mut T);
