@@ -2,6 +2,7 @@
 //! the iterates.
 
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
+use crate::optim::primitives::{torch_grad, CoupledGrad};
 use crate::Engine;
 
 crate::optimizer_config! {
@@ -100,15 +101,13 @@ pub struct AsgdKernel;
 /// Per-step scalars of [`Asgd`].
 #[derive(Clone, Copy, Debug)]
 pub struct AsgdScalars {
-    /// `-1` under maximize, else `1`.
-    sign: f32,
-    wd: f32,
+    /// Sign, then coupled L2.
+    grad: CoupledGrad,
     /// `1 - λ η`.
     decay: f32,
     /// `-η`.
     neg_eta: f32,
     mu: f32,
-    has_wd: bool,
     average: bool,
 }
 
@@ -122,10 +121,7 @@ fn asgd_body<const WD: bool, const AVG: bool>(
     let n = p.len();
     let (g, ax) = (&g[..n], &mut ax[..n]);
     for i in 0..n {
-        let mut gi = g[i] * s.sign;
-        if WD {
-            gi = fma(s.wd, p[i], gi);
-        }
+        let gi = s.grad.apply::<WD>(g[i], p[i]);
         let pi = fma(s.neg_eta, gi, p[i] * s.decay);
         p[i] = pi;
         ax[i] = if AVG { ax[i] + (pi - ax[i]) * s.mu } else { pi };
@@ -160,12 +156,10 @@ impl Kernel for AsgdKernel {
         }
         let (eta, mu) = (state[0], state[1]);
         let s = AsgdScalars {
-            sign: if c.maximize { -1.0 } else { 1.0 },
-            wd: c.weight_decay as f32,
+            grad: CoupledGrad::new(c.maximize, c.weight_decay),
             decay: (1.0 - c.lambd * eta as f64) as f32,
             neg_eta: -eta,
             mu,
-            has_wd: c.weight_decay != 0.0,
             average: mu != 1.0,
         };
         let (eta, mu) = next_eta_mu(c, ctx.lr, ctx.step as f64);
@@ -177,7 +171,7 @@ impl Kernel for AsgdKernel {
     #[inline(always)]
     fn update(s: &AsgdScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [ax, _, _] = st;
-        monomorphise!(asgd_body[s.has_wd, s.average](s, p, g, ax))
+        monomorphise!(asgd_body[s.grad.has_l2, s.average](s, p, g, ax))
     }
 
     /// `_single_tensor_asgd` of `torch/optim/asgd.py`, one tensor operation per block.
@@ -197,14 +191,10 @@ impl Kernel for AsgdKernel {
             state[1] = 1.0;
         }
         // grad = grad if not maximize else -grad
-        let mut grad: Vec<f32> = grad.iter().map(|&x| if c.maximize { -x } else { x }).collect();
         // if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)
-        if c.weight_decay != 0.0 {
-            let wd = c.weight_decay as f32;
-            for i in 0..n {
-                grad[i] = fma(wd, param[i], grad[i]);
-            }
-        }
+        let grad: Vec<f32> = (0..n)
+            .map(|i| torch_grad(grad[i], param[i], c.maximize, c.weight_decay))
+            .collect();
         // eta_value = _get_value(eta)
         let eta_value = state[0] as f64;
         // param.mul_(1 - lambd * eta_value)
