@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`common`] | model, data, epochs, batch size, seed, threads (`compare`, `train`) |
 //! | [`training`] | schedules, clipping, non-finite policy, accumulation, groups (`compare`, `train`) |
+//! | [`precision`] | parameter dtype, master weights, state storage, loss scaling (`compare`, `train`, `bench`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
 //! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`schedule`], [`report`] | one subcommand each |
 //! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
@@ -20,6 +21,7 @@ pub mod experiment;
 pub mod hyper;
 pub mod landscape;
 pub mod plot;
+pub mod precision;
 pub mod report;
 pub mod schedule;
 pub mod trace;
@@ -35,6 +37,7 @@ pub use experiment::{ExperimentArgs, ExperimentCommand};
 pub use hyper::HyperArgs;
 pub use landscape::LandscapeArgs;
 pub use plot::PlotArgs;
+pub use precision::PrecisionArgs;
 pub use report::ReportArgs;
 pub use schedule::ScheduleArgs;
 pub use trace::TraceArgs;

@@ -44,6 +44,12 @@ pub struct TrainOptions {
     pub checkpoint: Option<PathBuf>,
     /// Checkpoint folder to resume from.
     pub resume: Option<PathBuf>,
+    /// The model's weights (f32, bf16 or f16).
+    pub param_dtype: candle_core::DType,
+    /// How the optimizer stores its state and treats bf16/f16 weights (every group).
+    pub precision: downhill::storage::Precision,
+    /// Loss scaling (`None`: none).
+    pub loss_scale: Option<downhill::LossScale>,
 }
 
 impl Default for TrainOptions {
@@ -66,6 +72,9 @@ impl Default for TrainOptions {
             no_decay_bias_norm: false,
             checkpoint: None,
             resume: None,
+            param_dtype: candle_core::DType::F32,
+            precision: downhill::storage::Precision::default(),
+            loss_scale: None,
         }
     }
 }
