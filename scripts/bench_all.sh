@@ -199,6 +199,23 @@ for k in $THREADS; do
             || log "bench_peers.py failed for $shape at $k thread(s)"
     done
 done
+# Low-precision storage (issue 11): AdamW at 1e7 x 1 on the largest thread count, ours with
+# int8 state, with bf16 parameters + f32 master weights and both, against PyTorch's fused AdamW
+# on bf16 parameters.
+k_last=${THREADS##* }
+log "$k_last thread(s), 1e7x1: storage (int8 state, bf16 parameters)"
+phase "$k_last" 1e7x1 storage
+for storage in "--state-dtype int8" "--param-dtype bf16" "--param-dtype bf16 --state-dtype int8"; do
+    # shellcheck disable=SC2086
+    pinned "$k_last" "$BIN" bench --optimizer adamw $(hyper_flags adamw) --params 1e7 \
+        --tensors 1 --threads "$k_last" --warmup "$WARMUP" --min-steps "$MIN_STEPS" \
+        --min-time-ms "$MIN_TIME_MS" $storage --json >> "$RESULTS" \
+        || log "downhill bench $storage failed"
+done
+"$PYTHON" scripts/bench_peers.py --optimizers adamw --shape 1e7x1 --threads "$k_last" \
+    --libraries torch --torch-variants fused --param-dtype bf16 --configs "$CONFIGS" \
+    --warmup "$WARMUP" --min-steps "$MIN_STEPS" --min-time-ms "$MIN_TIME_MS" >> "$RESULTS" \
+    || log "bench_peers.py --param-dtype bf16 failed"
 cp "$RESULTS" "$OUT/results.jsonl"
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)

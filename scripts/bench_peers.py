@@ -189,10 +189,16 @@ def bench_torch(torch, name, config, params, tensors, variants, opts):
         row = base_row("torch", variant, name, params, tensors, opts.threads)
         try:
             ps = []
+            dtype = {"f32": torch.float32, "bf16": torch.bfloat16,
+                     "f16": torch.float16}[opts.param_dtype]
             for n in sizes:
-                p = (torch.randn(n, generator=gen) * 0.05).requires_grad_(True)
-                p.grad = torch.randn(n, generator=gen) * 1e-3
+                p = (torch.randn(n, generator=gen) * 0.05).to(dtype).requires_grad_(True)
+                p.grad = (torch.randn(n, generator=gen) * 1e-3).to(dtype)
                 ps.append(p)
+            if opts.param_dtype != "f32":
+                # PyTorch updates bf16/f16 parameters in their own dtype (no master weights).
+                row["param_dtype"] = opts.param_dtype
+                row["variant"] = f"{variant}-{opts.param_dtype}"
             opt = cls(ps, **kwargs, **extra)
             median, steps = time_steps(opt.step, lambda: None, opts.warmup, opts.min_steps,
                                        opts.min_time_ms / 1e3)
@@ -348,6 +354,9 @@ def main() -> int:
     ap.add_argument("--libraries", default="torch,optax", help="torch, optax or both")
     ap.add_argument("--torch-variants", default="single-tensor,foreach,fused")
     ap.add_argument("--configs", help="JSON file {optimizer: config} from downhill bench --json")
+    ap.add_argument("--param-dtype", default="f32", choices=["f32", "bf16", "f16"],
+                    help="torch only: parameters and gradients in this dtype (fused AdamW "
+                         "runs on bf16 parameters directly)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--min-steps", type=int, default=10)
     ap.add_argument("--min-time-ms", type=float, default=500)

@@ -56,7 +56,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 
 use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Storage, Tensor, Var};
-use downhill::Param;
+use downhill::{GradData, Param, ParamData};
 
 use crate::{Error, ErrorKind, Result};
 
@@ -111,10 +111,13 @@ impl VarStorages {
     /// Check that var `name` is `f32`, on the CPU and contiguous and that its storage is not one
     /// of the vars' checked before; then add its storage.
     pub(crate) fn insert(&mut self, name: &str, var: &Var) -> Result<()> {
-        if var.dtype() != DType::F32 {
+        if !matches!(var.dtype(), DType::F32 | DType::BF16 | DType::F16) {
             return Err(Error::new(
                 ErrorKind::DType,
-                format!("var {name:?} has dtype {:?}, expected f32", var.dtype()),
+                format!(
+                    "var {name:?} has dtype {:?}, expected f32, bf16 or f16",
+                    var.dtype()
+                ),
             ));
         }
         if !var.device().is_cpu() {
@@ -148,11 +151,11 @@ impl VarStorages {
     /// Check a gradient of var `name`: `f32`, on the CPU, of the var's shape, sharing no storage
     /// with a var. It may be non-contiguous.
     pub(crate) fn check_grad(&self, name: &str, var: &Var, grad: &Tensor) -> Result<()> {
-        if grad.dtype() != DType::F32 {
+        if !matches!(grad.dtype(), DType::F32 | DType::BF16 | DType::F16) {
             return Err(Error::new(
                 ErrorKind::DType,
                 format!(
-                    "gradient of {name:?} has dtype {:?}, expected f32",
+                    "gradient of {name:?} has dtype {:?}, expected f32, bf16 or f16",
                     grad.dtype()
                 ),
             ));
@@ -271,9 +274,26 @@ where
 
 /// A recorded value slice and, for a gradient tensor, gradient slice.
 struct RawParam {
-    value: *mut f32,
+    value: RawValue,
     len: usize,
-    grad: Option<*const f32>,
+    grad: Option<RawGrad>,
+}
+
+/// A var's elements in its dtype (bf16 and f16 vars are converted by the core's engine tile by
+/// tile around the same kernels).
+#[derive(Clone, Copy)]
+enum RawValue {
+    F32(*mut f32),
+    BF16(*mut half::bf16),
+    F16(*mut half::f16),
+}
+
+/// A gradient tensor's elements in its dtype.
+#[derive(Clone, Copy)]
+enum RawGrad {
+    F32(*const f32),
+    BF16(*const half::bf16),
+    F16(*const half::f16),
 }
 
 /// Shared state of one nested call.
@@ -330,21 +350,33 @@ where
             .zip(self.vars)
             .enumerate()
             .map(|(i, (r, (name, _)))| {
-                let grad = match self.grads {
-                    // SAFETY: `g` points to the `r.len` f32s of a gradient (same shape as its
-                    // var) in a storage whose read lock is held by an enclosing frame (module
-                    // docs, "Soundness").
-                    GradSource::Tensors(_) => r
-                        .grad
-                        .map(|g| unsafe { std::slice::from_raw_parts(g, r.len) }),
-                    GradSource::Slices(slices) => slices.get(i).copied().flatten(),
+                let grad: Option<GradData<'_>> = match self.grads {
+                    // SAFETY: `g` points to the `r.len` elements of a gradient (same shape as
+                    // its var) in a storage whose read lock is held by an enclosing frame
+                    // (module docs, "Soundness").
+                    GradSource::Tensors(_) => r.grad.map(|g| unsafe {
+                        match g {
+                            RawGrad::F32(g) => std::slice::from_raw_parts(g, r.len).into(),
+                            RawGrad::BF16(g) => std::slice::from_raw_parts(g, r.len).into(),
+                            RawGrad::F16(g) => std::slice::from_raw_parts(g, r.len).into(),
+                        }
+                    }),
+                    GradSource::Slices(slices) => {
+                        slices.get(i).copied().flatten().map(GradData::from)
+                    }
                 };
-                // SAFETY: `r.value` points to `r.len` f32s of a storage whose write lock is held
-                // by an enclosing frame which does not use it until `params` is dropped; the
-                // slices are pairwise disjoint and disjoint from the gradients (candle storages
-                // read-locked by the frames, or buffers owned by the caller) (module docs,
-                // "Soundness").
-                let value = unsafe { std::slice::from_raw_parts_mut(r.value, r.len) };
+                // SAFETY: `r.value` points to `r.len` elements of a storage whose write lock is
+                // held by an enclosing frame which does not use it until `params` is dropped;
+                // the slices are pairwise disjoint and disjoint from the gradients (candle
+                // storages read-locked by the frames, or buffers owned by the caller) (module
+                // docs, "Soundness").
+                let value: ParamData<'_> = unsafe {
+                    match r.value {
+                        RawValue::F32(v) => std::slice::from_raw_parts_mut(v, r.len).into(),
+                        RawValue::BF16(v) => std::slice::from_raw_parts_mut(v, r.len).into(),
+                        RawValue::F16(v) => std::slice::from_raw_parts_mut(v, r.len).into(),
+                    }
+                };
                 match grad {
                     Some(g) => Param::new(name, value, g),
                     None => Param::without_grad(name, value),
@@ -385,48 +417,77 @@ where
                 format!("var {name:?} is not contiguous"),
             ))
         })?;
-        let CpuStorage::F32(values) = s1 else {
-            return Err(self.ctx.fail(Error::new(
-                ErrorKind::DType,
-                format!("var {name:?} is not f32"),
-            )));
+        let bounds = |len: usize| {
+            if start <= end && end <= len {
+                Ok(())
+            } else {
+                Err(self.ctx.fail(Error::new(
+                    ErrorKind::Layout,
+                    format!("var {name:?}: layout {start}..{end} is out of its storage's bounds"),
+                )))
+            }
         };
-        let value = values.get_mut(start..end).ok_or_else(|| {
-            self.ctx.fail(Error::new(
-                ErrorKind::Layout,
-                format!("var {name:?}: layout {start}..{end} is out of its storage's bounds"),
-            ))
-        })?;
+        let value = match s1 {
+            CpuStorage::F32(v) => {
+                bounds(v.len())?;
+                RawValue::F32(v[start..end].as_mut_ptr())
+            }
+            CpuStorage::BF16(v) => {
+                bounds(v.len())?;
+                RawValue::BF16(v[start..end].as_mut_ptr())
+            }
+            CpuStorage::F16(v) => {
+                bounds(v.len())?;
+                RawValue::F16(v[start..end].as_mut_ptr())
+            }
+            _ => {
+                return Err(self.ctx.fail(Error::new(
+                    ErrorKind::DType,
+                    format!("var {name:?} is not f32, bf16 or f16"),
+                )))
+            }
+        };
+        let len = end - start;
         let grad = match grad {
             None => None,
             Some((s2, l2)) => {
-                let CpuStorage::F32(g) = s2 else {
-                    return Err(self.ctx.fail(Error::new(
-                        ErrorKind::DType,
-                        format!("gradient of {name:?} is not f32"),
-                    )));
+                let layout_err = || {
+                    self.ctx.fail(Error::new(
+                        ErrorKind::Layout,
+                        format!("gradient of {name:?} is not a contiguous slice of {len} elements"),
+                    ))
                 };
-                let slice = l2
+                let (gs, ge) = l2
                     .contiguous_offsets()
-                    .and_then(|(s, e)| g.get(s..e))
-                    .filter(|s| s.len() == value.len())
-                    .ok_or_else(|| {
-                        self.ctx.fail(Error::new(
-                            ErrorKind::Layout,
-                            format!(
-                                "gradient of {name:?} is not a contiguous slice of {} f32s",
-                                value.len()
-                            ),
-                        ))
-                    })?;
-                Some(slice.as_ptr())
+                    .filter(|(s, e)| e >= s && e - s == len)
+                    .ok_or_else(layout_err)?;
+                let within = |n: usize| if ge <= n { Ok(()) } else { Err(layout_err()) };
+                Some(match s2 {
+                    CpuStorage::F32(g) => {
+                        within(g.len())?;
+                        RawGrad::F32(g[gs..ge].as_ptr())
+                    }
+                    CpuStorage::BF16(g) => {
+                        within(g.len())?;
+                        RawGrad::BF16(g[gs..ge].as_ptr())
+                    }
+                    CpuStorage::F16(g) => {
+                        within(g.len())?;
+                        RawGrad::F16(g[gs..ge].as_ptr())
+                    }
+                    _ => {
+                        return Err(self.ctx.fail(Error::new(
+                            ErrorKind::DType,
+                            format!("gradient of {name:?} is not f32, bf16 or f16"),
+                        )))
+                    }
+                })
             }
         };
-        self.ctx.raw.borrow_mut().push(RawParam {
-            value: value.as_mut_ptr(),
-            len: value.len(),
-            grad,
-        });
+        self.ctx
+            .raw
+            .borrow_mut()
+            .push(RawParam { value, len, grad });
         // Continue with the next var while this var's locks are held.
         self.ctx.descend(self.index + 1)
     }

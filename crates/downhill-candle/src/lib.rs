@@ -2,8 +2,11 @@
 //!
 //! # Overview
 //!
-//! [`CandleOptimizer`] owns a `Box<dyn downhill::Optimizer>` and a list of named `f32` CPU
-//! [`Var`]s. [`CandleOptimizer::step`] runs **one** fused multi-tensor optimizer step over all
+//! [`CandleOptimizer`] owns a `Box<dyn downhill::Optimizer>` and a list of named `f32`, `bf16`
+//! or `f16` CPU [`Var`]s (bf16/f16 vars go through the same fused kernels: the core's engine
+//! widens them tile by tile, with `f32` master weights in the optimizer's state unless the
+//! group's [`Precision`](downhill::storage::Precision) says otherwise; see
+//! `examples/bf16_int8.rs`). [`CandleOptimizer::step`] runs **one** fused multi-tensor optimizer step over all
 //! vars, reading the gradients straight from candle's [`GradStore`] and writing the parameters in
 //! place: no parameter or gradient is copied, no tensor is allocated and no autograd graph is
 //! recorded (candle-nn's own `AdamW` allocates about 15 parameter-sized tensors per parameter
@@ -97,7 +100,7 @@
 //!
 //! # Errors
 //!
-//! Non-`f32` vars or gradients, vars on a non-CPU device, non-contiguous vars, gradients whose
+//! Vars or gradients that are not `f32`, `bf16` or `f16`, vars on a non-CPU device, non-contiguous vars, gradients whose
 //! shape differs from their var's, duplicate names and aliased storages are reported as
 //! [`Error`]s, never panics. A non-contiguous *gradient* (which candle's backward pass may
 //! produce for some ops) is made contiguous first: the only case in which `step` copies.
@@ -111,6 +114,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use downhill::accumulate::Accumulate;
 use downhill::clip::ClipGrads;
+use downhill::loss_scale::{LossScale, LossScaler};
 use downhill::{Optimizer, OptimizerConfig, ParamSpec};
 
 mod error;
@@ -128,6 +132,8 @@ pub struct CandleOptimizer {
     vars: Vec<(String, Var)>,
     /// The vars' storages, to reject gradients aliasing a var.
     var_storages: VarStorages,
+    /// Loss scaling (f16 training): gradients are those of the scaled loss.
+    loss_scaler: Option<LossScaler>,
 }
 
 impl fmt::Debug for CandleOptimizer {
@@ -204,6 +210,7 @@ impl CandleOptimizer {
             optimizer,
             vars,
             var_storages,
+            loss_scaler: None,
         })
     }
 
@@ -219,6 +226,26 @@ impl CandleOptimizer {
     pub fn with_accumulation(self, k: usize) -> Result<Self> {
         let optimizer = Box::new(Accumulate::new(self.optimizer, k)?);
         Ok(CandleOptimizer { optimizer, ..self })
+    }
+
+    /// The same adapter with loss scaling ([`LossScaler`], PyTorch `GradScaler` semantics):
+    /// multiply the loss by [`loss_scale`](Self::loss_scale) before `backward`; each step then
+    /// unscales the gradients into `f32` copies, skips the step (and backs the scale off) if any
+    /// is NaN or infinite, and grows the scale after every `growth_interval` clean steps. The
+    /// scaler's state is saved with the optimizer's ([`LossScaler::save_to`]).
+    pub fn with_loss_scale(mut self, scale: LossScale) -> Result<Self> {
+        self.loss_scaler = Some(LossScaler::new(scale)?);
+        Ok(self)
+    }
+
+    /// The factor to multiply the loss by (1 without loss scaling).
+    pub fn loss_scale(&self) -> f32 {
+        self.loss_scaler.as_ref().map_or(1.0, LossScaler::scale)
+    }
+
+    /// The loss scaler, if there is one.
+    pub fn loss_scaler(&self) -> Option<&LossScaler> {
+        self.loss_scaler.as_ref()
     }
 
     /// One optimizer step over all vars, with the gradients in `grads`. Vars without a
@@ -243,7 +270,17 @@ impl CandleOptimizer {
 
     fn run_step(&mut self, source: GradSource<'_>) -> Result<()> {
         let optimizer = self.optimizer.as_mut();
-        inplace::with_locked(&self.vars, source, |params| Ok(optimizer.step(params)?))
+        match &mut self.loss_scaler {
+            None => inplace::with_locked(&self.vars, source, |params| Ok(optimizer.step(params)?)),
+            Some(scaler) => {
+                inplace::with_locked(&self.vars, source, |params| {
+                    scaler.step(optimizer, params)?;
+                    Ok(())
+                })?;
+                // The scaler's state travels in the optimizer's checkpoint.
+                Ok(scaler.save_to(optimizer)?)
+            }
+        }
     }
 
     /// Compute the gradients of `loss` (`loss.backward()`) and take one [`step`](Self::step).
@@ -272,9 +309,14 @@ impl CandleOptimizer {
         Ok(self.optimizer.save(path)?)
     }
 
-    /// Load the optimizer state from `path` (a partial accumulation is discarded).
+    /// Load the optimizer state from `path` (a partial accumulation is discarded), and the
+    /// loss scaler's if there is one.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        Ok(self.optimizer.load(path)?)
+        self.optimizer.load(path)?;
+        if let Some(scaler) = &mut self.loss_scaler {
+            scaler.restore_from(self.optimizer.as_ref())?;
+        }
+        Ok(())
     }
 
     /// The named vars, in the order given.

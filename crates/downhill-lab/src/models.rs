@@ -135,6 +135,8 @@ enum Layer {
 /// A model instance: its named vars and the layers that use them.
 pub struct Model {
     spec: ModelSpec,
+    /// The weights' dtype.
+    dtype: DType,
     vars: Vec<(String, Var)>,
     layers: Vec<Layer>,
     rows: usize,
@@ -155,6 +157,8 @@ impl std::fmt::Debug for Model {
 struct Builder {
     rng: SplitMix64,
     vars: Vec<(String, Var)>,
+    /// The vars' dtype (initial values drawn in f32, then rounded to nearest).
+    dtype: DType,
 }
 
 impl Builder {
@@ -164,7 +168,12 @@ impl Builder {
         let values: Vec<f32> = (0..n)
             .map(|_| self.rng.uniform(-bound, bound) as f32)
             .collect();
-        let var = Var::from_vec(values, shape, &Device::Cpu)?;
+        let var = if self.dtype == DType::F32 {
+            Var::from_vec(values, shape, &Device::Cpu)?
+        } else {
+            let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(self.dtype)?;
+            Var::from_tensor(&t)?
+        };
         let t = var.as_tensor().clone();
         self.vars.push((name.to_owned(), var));
         Ok(t)
@@ -201,11 +210,25 @@ impl Model {
         classes: usize,
         seed: u64,
     ) -> Result<Self> {
+        Self::new_in(spec, rows, cols, classes, seed, DType::F32)
+    }
+
+    /// [`Model::new`] with weights of `dtype` (f32, bf16 or f16): the same f32 draws rounded to
+    /// nearest; the forward pass runs in `dtype` and returns f32 logits.
+    pub fn new_in(
+        spec: &ModelSpec,
+        rows: usize,
+        cols: usize,
+        classes: usize,
+        seed: u64,
+        dtype: DType,
+    ) -> Result<Self> {
         spec.validate()?;
         let pixels = rows * cols;
         let mut b = Builder {
             rng: SplitMix64::derive(seed, "init"),
             vars: Vec::new(),
+            dtype,
         };
         let mut layers = Vec::new();
         let detail = match spec.kind {
@@ -249,6 +272,7 @@ impl Model {
         };
         Ok(Model {
             spec: spec.clone(),
+            dtype,
             vars: b.vars,
             layers,
             rows,
@@ -292,6 +316,19 @@ impl Model {
     /// With `dropout = Some(rng)` the model is in training mode (dropout masks drawn from
     /// `rng`); with `None` it is in evaluation mode.
     pub fn forward(&self, x: &Tensor, dropout: Option<&mut SplitMix64>) -> Result<Tensor> {
+        if self.dtype != DType::F32 {
+            let x = x.to_dtype(self.dtype)?;
+            return Ok(self.forward_in_dtype(&x, dropout)?.to_dtype(DType::F32)?);
+        }
+        self.forward_in_dtype(x, dropout)
+    }
+
+    /// The weights' dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn forward_in_dtype(&self, x: &Tensor, dropout: Option<&mut SplitMix64>) -> Result<Tensor> {
         match self.spec.kind {
             ModelKind::Logreg => self.linear(0, x),
             ModelKind::Mlp => {
@@ -338,7 +375,7 @@ fn apply_dropout(h: &Tensor, p: f64, rng: &mut SplitMix64) -> Result<Tensor> {
     let mask: Vec<f32> = (0..h.elem_count())
         .map(|_| if rng.next_f64() < p { 0.0 } else { scale })
         .collect();
-    let mask = Tensor::from_vec(mask, h.shape(), h.device())?;
+    let mask = Tensor::from_vec(mask, h.shape(), h.device())?.to_dtype(h.dtype())?;
     Ok(h.mul(&mask)?)
 }
 

@@ -377,6 +377,19 @@ pub struct TrainingConfig {
     /// Ranks, ZeRO layout, optimizer state per rank and traffic of a data-parallel run
     /// (`None`: one process).
     pub data_parallel: Option<crate::train::ParallelRecord>,
+    /// Storage flags other than the defaults (`--param-dtype bf16 --state-dtype int8`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
+    /// Optimizer state bytes per parameter at the end (master weights excluded), with
+    /// non-default storage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_bytes_per_param: Option<f64>,
+    /// f32 master-weight bytes per parameter at the end, with non-default storage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_bytes_per_param: Option<f64>,
+    /// Steps the loss scaler skipped (overflow), with loss scaling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale_skipped_steps: Option<u64>,
 }
 
 /// Write a run folder like [`write_run`], with `training` as the `training` object of

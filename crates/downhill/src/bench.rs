@@ -12,6 +12,13 @@
 //! slows the memory down for a while (these machines are shared) slows both;
 //! `fraction_of_probe` is the median over those pairs of the ratio of their bandwidths
 //! (blocks of at least 25 ms and three steps each, so that each finds its own data in cache).
+//!
+//! With another storage ([`BenchOptions::precision`], [`BenchOptions::param_dtype`]: int8 or
+//! bf16 state, bf16/f16 parameters with or without master weights) the probe takes the same
+//! storage: it runs through the same tile conversion (widen, dequantize, requantize, round),
+//! so `fraction_of_probe` compares the optimizer's arithmetic with the conversion's cost on
+//! the same bytes; `bytes_per_step` counts the bytes of each stream in its storage (codes and
+//! absmax, master weights, 2-byte parameters and gradients).
 
 use std::time::{Duration, Instant};
 
@@ -22,8 +29,9 @@ use crate::error::{Error, Result};
 use crate::kernel::reduce::SUB;
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, StepKind, SMALL_TENSOR};
 use crate::optimizer::Optimizer;
-use crate::param::{Param, ParamSpec};
+use crate::param::{DType, Param, ParamData, ParamSpec};
 use crate::registry::OptimizerConfig;
+use crate::storage::{Precision, StateDtype};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -44,6 +52,10 @@ pub struct BenchOptions {
     /// division per element, the least arithmetic a PyTorch-exact adaptive optimizer does:
     /// against it, an optimizer's fraction tells its own cost from the divider's.
     pub probe_divide: bool,
+    /// How the optimizer (and the probe) store state and treat bf16/f16 parameters.
+    pub precision: Precision,
+    /// The parameters' and gradients' element type (f32, bf16 or f16).
+    pub param_dtype: DType,
 }
 
 impl Default for BenchOptions {
@@ -56,6 +68,8 @@ impl Default for BenchOptions {
             min_steps: 10,
             min_time: Duration::from_millis(500),
             probe_divide: false,
+            precision: Precision::default(),
+            param_dtype: DType::F32,
         }
     }
 }
@@ -90,6 +104,19 @@ pub struct BenchResult {
     pub probe_divide: bool,
     /// The instruction set the kernels ran with.
     pub isa: String,
+    /// The state storage (`"f32"`, `"int8"`, ...).
+    #[serde(default = "f32_name")]
+    pub state_dtype: String,
+    /// The parameters' element type.
+    #[serde(default = "f32_name")]
+    pub param_dtype: String,
+    /// Whether bf16/f16 parameters had f32 master weights.
+    #[serde(default)]
+    pub master_weights: bool,
+}
+
+fn f32_name() -> String {
+    "f32".to_string()
 }
 
 crate::optimizer_config! {
@@ -330,17 +357,75 @@ fn data(specs: &[ParamSpec]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     (values, grads)
 }
 
-fn params<'a>(
-    specs: &'a [ParamSpec],
-    values: &'a mut [Vec<f32>],
-    grads: &'a [Vec<f32>],
-) -> Vec<Param<'a>> {
-    specs
-        .iter()
-        .zip(values.iter_mut())
-        .zip(grads)
-        .map(|((s, v), g)| Param::new(&s.name, v, g))
-        .collect()
+/// Parameters and gradients in the benchmark's element type.
+enum Data {
+    F32(Vec<Vec<f32>>, Vec<Vec<f32>>),
+    BF16(Vec<Vec<half::bf16>>, Vec<Vec<half::bf16>>),
+    F16(Vec<Vec<half::f16>>, Vec<Vec<half::f16>>),
+}
+
+impl Data {
+    fn new(specs: &[ParamSpec], dtype: DType) -> Self {
+        let (v, g) = data(specs);
+        fn cast<T>(x: Vec<Vec<f32>>, f: impl Fn(f32) -> T + Copy) -> Vec<Vec<T>> {
+            x.into_iter()
+                .map(|v| v.into_iter().map(f).collect())
+                .collect()
+        }
+        match dtype {
+            DType::BF16 => Data::BF16(cast(v, half::bf16::from_f32), cast(g, half::bf16::from_f32)),
+            DType::F16 => Data::F16(cast(v, half::f16::from_f32), cast(g, half::f16::from_f32)),
+            _ => Data::F32(v, g),
+        }
+    }
+
+    fn params<'a>(&'a mut self, specs: &'a [ParamSpec]) -> Vec<Param<'a>> {
+        fn build<'a, T>(
+            specs: &'a [ParamSpec],
+            values: &'a mut [Vec<T>],
+            grads: &'a [Vec<T>],
+        ) -> Vec<Param<'a>>
+        where
+            &'a mut [T]: Into<ParamData<'a>>,
+            &'a [T]: Into<crate::param::GradData<'a>>,
+        {
+            specs
+                .iter()
+                .zip(values.iter_mut())
+                .zip(grads)
+                .map(|((s, v), g)| Param::new(&s.name, v.as_mut_slice(), g.as_slice()))
+                .collect()
+        }
+        match self {
+            Data::F32(v, g) => build(specs, v, g),
+            Data::BF16(v, g) => build(specs, v, g),
+            Data::F16(v, g) => build(specs, v, g),
+        }
+    }
+}
+
+/// Bytes one step moves on a tensor of `len` elements with `nbuf` state buffers under the
+/// benchmark's storage (one pass: parameter read and written, gradient read, every buffer read
+/// and written, master weights read and written).
+fn storage_bytes(len: usize, nbuf: usize, o: &BenchOptions) -> usize {
+    let elem = o.param_dtype.size();
+    let lowp = o.param_dtype != DType::F32;
+    let master = if lowp && o.precision.master_weights {
+        8
+    } else {
+        0
+    };
+    let quantized = len >= crate::storage::MIN_QUANTIZED;
+    let state = match o.precision.state {
+        StateDtype::F32 => 4 * len,
+        StateDtype::BF16 => 2 * len,
+        StateDtype::Int8 if quantized => len + 4 * len.div_ceil(crate::storage::Q8_BLOCK),
+        StateDtype::Int4 if quantized && len.is_multiple_of(crate::storage::Q4_BLOCK) => {
+            len.div_ceil(2) + 4 * len.div_ceil(crate::storage::Q4_BLOCK)
+        }
+        _ => 4 * len,
+    };
+    (2 * elem + elem + master) * len + 2 * nbuf * state
 }
 
 /// Step times of `opt` and `probe`, each on its own copy of the tensors, taken in alternating
@@ -380,10 +465,10 @@ fn time_pairs(
     specs: &[ParamSpec],
     o: &BenchOptions,
 ) -> Result<Timings> {
-    let (mut v1, g1) = data(specs);
-    let (mut v2, g2) = data(specs);
-    let mut ps1 = params(specs, &mut v1, &g1);
-    let mut ps2 = params(specs, &mut v2, &g2);
+    let mut d1 = Data::new(specs, o.param_dtype);
+    let mut d2 = Data::new(specs, o.param_dtype);
+    let mut ps1 = d1.params(specs);
+    let mut ps2 = d2.params(specs);
     for _ in 0..o.warmup {
         opt.step(&mut ps1)?;
         probe.step(&mut ps2)?;
@@ -407,6 +492,11 @@ fn time_pairs(
     Ok(t)
 }
 
+/// The probe's buffer count for an optimizer with `nbuf` buffers.
+fn probe_cfg_buffers(nbuf: usize) -> usize {
+    nbuf.min(3)
+}
+
 /// Benchmarks one optimizer config and its bandwidth probe.
 pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> {
     if o.params == 0 || o.tensors == 0 || o.tensors > o.params {
@@ -428,8 +518,19 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             )
         })?;
     let specs = split(o.params, o.tensors);
+    if !matches!(o.param_dtype, DType::F32 | DType::BF16 | DType::F16) {
+        return Err(Error::config(
+            "param_dtype",
+            format!(
+                "param_dtype must be f32, bf16 or f16, got {}",
+                o.param_dtype
+            ),
+        ));
+    }
+    let default_storage = o.precision.state == StateDtype::F32 && o.param_dtype == DType::F32;
     pool.install(|| {
         let mut opt = config.build(specs.clone())?;
+        opt.set_precision_all(o.precision)?;
         // Bytes moved per step, tensor by tensor (two-pass kernels step small tensors in one).
         let bytes_of = |opt: &dyn Optimizer| -> usize {
             specs
@@ -467,7 +568,18 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
         } else {
             Box::new(Engine::<Probe>::new(probe_cfg, specs.clone())?)
         };
-        let probe_bytes = bytes_of(probe.as_ref()) as f64;
+        probe.set_precision_all(o.precision)?;
+        let (bytes, probe_bytes) = if default_storage {
+            (bytes, bytes_of(probe.as_ref()) as f64)
+        } else {
+            let of = |n: usize| {
+                specs
+                    .iter()
+                    .map(|s| storage_bytes(s.len(), n, o))
+                    .sum::<usize>()
+            };
+            (of(nbuf), of(probe_cfg_buffers(nbuf)) as f64)
+        };
         let times = time_pairs(opt.as_mut(), probe.as_mut(), &specs, o)?;
         let steps = times.opt.len();
         // Each pair of blocks' ratio of bandwidths; its median is robust to the machine's drift.
@@ -494,6 +606,9 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             fraction_of_probe: median(ratios),
             probe_divide,
             isa: format!("{:?}", crate::isa()),
+            state_dtype: o.precision.state.as_str().to_string(),
+            param_dtype: o.param_dtype.to_string(),
+            master_weights: o.param_dtype != DType::F32 && o.precision.master_weights,
         })
     })
 }

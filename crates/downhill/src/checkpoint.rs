@@ -16,6 +16,21 @@
 //! A single entry keeps the file byte-for-byte deterministic (safetensors stores metadata as an
 //! unordered map).
 //!
+//! # Storages other than `f32` ([`crate::storage`])
+//!
+//! A group whose [`Precision`] is not the default has it under `"precision"` in its group
+//! entry (`{"state": "int8", "rounding": "nearest", "master_weights": true}`), and its
+//! buffers are stored as they are held: bf16 state as a `BF16` tensor of the buffer's shape;
+//! 8-bit codes as a `U8` tensor of the buffer's shape with the blocks' absmax in a second
+//! tensor `"{param}/{buffer}.absmax"` (`F32`, one per block of 256); 4-bit codes as a `U8`
+//! tensor of `len / 2` packed bytes with `"{param}/{buffer}.absmax"` holding the scales (one
+//! per block of 128). A bf16/f16 parameter's `f32` master weights are `"{param}/master"`
+//! (`F32`, the parameter's shape), flagged `"master": true` in its parameter entry. A
+//! non-zero stochastic-rounding seed is `"rounding_seed"` in `state`. Loading restores the
+//! checkpoint's precision, as it restores its configs; every code, absmax and master weight
+//! comes back bit for bit, so a resumed run continues bit-identically. Files of `f32`
+//! optimizers are unchanged by all this.
+//!
 //! Hyperparameters are written with serde_json, whose `f64` round-trips exactly, and buffers
 //! bit for bit, so a run resumed from a checkpoint continues bit-identically. Loading checks
 //! the format, the optimizer, every group's parameter names and shapes, every buffer and the
@@ -44,6 +59,8 @@ use crate::kernel::Kernel;
 use crate::param::DType;
 use crate::schedule::LrDriver;
 use crate::state::{RecordDoc, StateBuf};
+use crate::storage::quant::{Q4_BLOCK, Q8_BLOCK};
+use crate::storage::{BufKind, Precision};
 
 const FORMAT: &str = "downhill-optimizer-state";
 const VERSION: &str = "2";
@@ -76,6 +93,8 @@ struct StateDoc {
     skipped_steps: u64,
     lr_driver: LrDriver,
     records: BTreeMap<String, RecordDoc>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rounding_seed: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,6 +103,8 @@ struct GroupDoc {
     config: serde_json::Value,
     initial_lr: f64,
     params: Vec<ParamDoc>,
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    precision: Precision,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,6 +114,16 @@ struct ParamDoc {
     shape: Vec<usize>,
     step: u64,
     has_state: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    master: bool,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
+fn is_false(x: &bool) -> bool {
+    !*x
 }
 
 /// Format 1's state.
@@ -137,8 +168,10 @@ impl StateDocV1 {
                         shape: vec![p.len],
                         step: p.step,
                         has_state: p.has_state,
+                        master: false,
                     })
                     .collect(),
+                precision: Precision::default(),
             })
             .collect();
         let mut adapter = None;
@@ -165,6 +198,7 @@ impl StateDocV1 {
             skipped_steps: self.skipped_steps,
             lr_driver: LrDriver::default(),
             records,
+            rounding_seed: 0,
         };
         (doc, adapter)
     }
@@ -174,9 +208,39 @@ fn to_le_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn crc(tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>) -> String {
+/// A checkpoint tensor: dtype, shape and little-endian bytes.
+type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
+/// The tensors of one state buffer stored under `key` with the buffer's `shape`.
+fn buffer_tensors(tensors: &mut Tensors, key: String, shape: Vec<usize>, buf: &StateBuf) {
+    match buf {
+        StateBuf::F32(v) => {
+            tensors.insert(key, (Dtype::F32, shape, to_le_bytes(v)));
+        }
+        StateBuf::BF16(v, _) => {
+            let bytes = v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect();
+            tensors.insert(key, (Dtype::BF16, shape, bytes));
+        }
+        StateBuf::Q8 { codes, absmax, .. } => {
+            tensors.insert(
+                format!("{key}.absmax"),
+                (Dtype::F32, vec![absmax.len()], to_le_bytes(absmax)),
+            );
+            tensors.insert(key, (Dtype::U8, shape, codes.clone()));
+        }
+        StateBuf::Q4 { codes, scales, .. } => {
+            tensors.insert(
+                format!("{key}.absmax"),
+                (Dtype::F32, vec![scales.len()], to_le_bytes(scales)),
+            );
+            tensors.insert(key, (Dtype::U8, vec![codes.len()], codes.clone()));
+        }
+    }
+}
+
+fn crc(tensors: &Tensors) -> String {
     let mut h = crc32fast::Hasher::new();
-    for (name, (_, bytes)) in tensors {
+    for (name, (_, _, bytes)) in tensors {
         h.update(name.as_bytes());
         h.update(&(bytes.len() as u64).to_le_bytes());
         h.update(bytes);
@@ -184,16 +248,21 @@ fn crc(tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>) -> String {
     format!("{:08x}", h.finalize())
 }
 
-fn dtype_of(buf: &StateBuf) -> Dtype {
-    match buf.dtype() {
-        DType::F32 => Dtype::F32,
+fn dtype_name(d: Dtype) -> String {
+    format!("{d:?}")
+}
+
+fn expected_dtype(kind: BufKind) -> DType {
+    match kind {
+        BufKind::F32 => DType::F32,
+        BufKind::BF16(_) => DType::BF16,
+        BufKind::Q8(_) | BufKind::Q4(_) => DType::U8,
     }
 }
 
 /// Serialises an optimizer's full state.
 pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
-    let mut dtypes: HashMap<String, Dtype> = HashMap::new();
+    let mut tensors: Tensors = BTreeMap::new();
     let mut groups = Vec::with_capacity(e.groups.len());
     for g in &e.groups {
         let mut params = Vec::with_capacity(g.params.len());
@@ -205,23 +274,26 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
                 {
                     let key = format!("{}/{name}", slot.spec.name);
                     let shape = K::buffer_shape(&g.config, b, &slot.spec.shape);
-                    let bytes = match buf {
-                        StateBuf::F32(v) => to_le_bytes(v),
-                    };
-                    dtypes.insert(key.clone(), dtype_of(buf));
-                    tensors.insert(key, (shape, bytes));
+                    buffer_tensors(&mut tensors, key, shape, buf);
                 }
                 for ((name, _), v) in K::scalar_state(&g.config).iter().zip(&slot.scalars) {
                     let key = format!("{}/{name}", slot.spec.name);
-                    dtypes.insert(key.clone(), Dtype::F32);
-                    tensors.insert(key, (vec![1], to_le_bytes(&[*v])));
+                    tensors.insert(key, (Dtype::F32, vec![1], to_le_bytes(&[*v])));
                 }
+            }
+            if let Some(master) = &slot.master {
+                let key = format!("{}/master", slot.spec.name);
+                tensors.insert(
+                    key,
+                    (Dtype::F32, slot.spec.shape.clone(), to_le_bytes(master)),
+                );
             }
             params.push(ParamDoc {
                 name: slot.spec.name.clone(),
                 shape: slot.spec.shape.clone(),
                 step: slot.step,
                 has_state,
+                master: slot.master.is_some(),
             });
         }
         groups.push(GroupDoc {
@@ -229,6 +301,7 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
                 .map_err(|err| Error::checkpoint(format!("cannot serialise config: {err}")))?,
             initial_lr: g.initial_lr,
             params,
+            precision: g.precision,
         });
     }
     let doc = StateDoc {
@@ -236,6 +309,7 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
         skipped_steps: e.skipped,
         lr_driver: e.driver.clone(),
         records: e.records.clone(),
+        rounding_seed: e.rounding_seed,
     };
     let header = Header {
         format: FORMAT.to_string(),
@@ -252,8 +326,8 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
     );
     let views = tensors
         .iter()
-        .map(|(name, (shape, bytes))| {
-            TensorView::new(dtypes[name], shape.clone(), bytes)
+        .map(|(name, (dtype, shape, bytes))| {
+            TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
                 .map_err(|err| Error::checkpoint(format!("tensor '{name}': {err}")))
         })
@@ -268,6 +342,7 @@ struct Staged {
     step: u64,
     buffers: Vec<StateBuf>,
     scalars: Vec<f32>,
+    master: Option<Vec<f32>>,
 }
 
 /// Restores a state into `e`, or leaves it untouched and returns the reason.
@@ -319,15 +394,18 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
             K::NAME
         )));
     }
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut tensors: Tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::BF16 | Dtype::U8) {
             return Err(Error::checkpoint(format!(
-                "tensor '{name}' is {:?}, this build stores state as F32",
+                "tensor '{name}' is {:?}, this build stores state as F32, BF16 or U8",
                 view.dtype()
             )));
         }
-        tensors.insert(name, (view.shape().to_vec(), view.data().to_vec()));
+        tensors.insert(
+            name,
+            (view.dtype(), view.shape().to_vec(), view.data().to_vec()),
+        );
     }
     let sum = crc(&tensors);
     if sum != head.crc32 {
@@ -355,6 +433,9 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
         })?;
         config
             .validate()
+            .map_err(|err| Error::checkpoint(format!("group {gi}: {}", err.message())))?;
+        let precision = gdoc.precision;
+        Engine::<K>::check_precision(&precision)
             .map_err(|err| Error::checkpoint(format!("group {gi}: {}", err.message())))?;
         if gdoc.params.len() != group.params.len() {
             return Err(Error::checkpoint(format!(
@@ -393,20 +474,27 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
                     } else {
                         shape
                     };
-                    buffers.push(StateBuf::F32(take(&mut tensors, &spec.name, name, &want)?));
+                    let kind = Engine::<K>::buffer_kind(&config, &precision, b, spec.len());
+                    buffers.push(take_buffer(&mut tensors, &spec.name, name, &want, kind)?);
                 }
                 for (name, _) in K::scalar_state(&config) {
                     scalars.extend(take(&mut tensors, &spec.name, name, &[1])?);
                 }
             }
+            let master = if pdoc.master {
+                Some(take(&mut tensors, &spec.name, "master", &spec.shape)?)
+            } else {
+                None
+            };
             staged.push(Staged {
                 slot: slot_id,
                 step: pdoc.step,
                 buffers,
                 scalars,
+                master,
             });
         }
-        configs.push((config, gdoc.initial_lr));
+        configs.push((config, gdoc.initial_lr, precision));
     }
     if let Some(extra) = tensors.keys().next() {
         return Err(Error::checkpoint(format!(
@@ -426,41 +514,105 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
     driver
         .validate(e.groups.len())
         .map_err(|err| Error::checkpoint(format!("lr_driver: {}", err.message())))?;
-    for (group, (config, initial_lr)) in e.groups.iter_mut().zip(configs) {
+    for (group, (config, initial_lr, precision)) in e.groups.iter_mut().zip(configs) {
         group.config = config;
         group.initial_lr = initial_lr;
+        group.precision = precision;
     }
     for s in staged {
         let slot = &mut e.slots[s.slot];
         slot.step = s.step;
         slot.buffers = s.buffers;
         slot.scalars = s.scalars;
+        slot.master = s.master;
     }
     e.skipped = doc.skipped_steps;
+    e.rounding_seed = doc.rounding_seed;
     e.records = doc.records;
     e.driver = driver;
     Ok(())
 }
 
-fn take(
-    tensors: &mut BTreeMap<String, (Vec<usize>, Vec<u8>)>,
-    param: &str,
-    buffer: &str,
-    shape: &[usize],
-) -> Result<Vec<f32>> {
-    let key = format!("{param}/{buffer}");
-    let (got, bytes) = tensors
-        .remove(&key)
+/// Removes tensor `{param}/{buffer}` and checks its dtype and shape.
+fn take_raw(tensors: &mut Tensors, key: &str, dtype: Dtype, shape: &[usize]) -> Result<Vec<u8>> {
+    let (got_dtype, got, bytes) = tensors
+        .remove(key)
         .ok_or_else(|| Error::checkpoint(format!("checkpoint lacks tensor '{key}'")))?;
+    if got_dtype != dtype {
+        return Err(Error::checkpoint(format!(
+            "tensor '{key}' is {}, the group's precision stores it as {}",
+            dtype_name(got_dtype),
+            dtype_name(dtype)
+        )));
+    }
     if got != shape {
         return Err(Error::checkpoint(format!(
             "tensor '{key}' has shape {got:?}, expected {shape:?}"
         )));
     }
-    Ok(bytes
+    Ok(bytes)
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+        .collect()
+}
+
+fn take(tensors: &mut Tensors, param: &str, buffer: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let key = format!("{param}/{buffer}");
+    Ok(f32s(&take_raw(tensors, &key, Dtype::F32, shape)?))
+}
+
+/// One state buffer of the storage `kind`, with its absmax for codes.
+fn take_buffer(
+    tensors: &mut Tensors,
+    param: &str,
+    buffer: &str,
+    shape: &[usize],
+    kind: BufKind,
+) -> Result<StateBuf> {
+    let key = format!("{param}/{buffer}");
+    let len: usize = shape.iter().product();
+    let absmax = |tensors: &mut Tensors, blocks: usize| -> Result<Vec<f32>> {
+        let key = format!("{key}.absmax");
+        Ok(f32s(&take_raw(tensors, &key, Dtype::F32, &[blocks])?))
+    };
+    let dtype = match expected_dtype(kind) {
+        DType::F32 => Dtype::F32,
+        DType::BF16 => Dtype::BF16,
+        _ => Dtype::U8,
+    };
+    Ok(match kind {
+        BufKind::F32 => StateBuf::F32(f32s(&take_raw(tensors, &key, dtype, shape)?)),
+        BufKind::BF16(rounding) => {
+            let bytes = take_raw(tensors, &key, dtype, shape)?;
+            let v = bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                .collect();
+            StateBuf::BF16(v, rounding)
+        }
+        BufKind::Q8(sign) => {
+            let codes = take_raw(tensors, &key, dtype, shape)?;
+            let absmax = absmax(tensors, len.div_ceil(Q8_BLOCK))?;
+            StateBuf::Q8 {
+                codes,
+                absmax,
+                sign,
+            }
+        }
+        BufKind::Q4(sign) => {
+            let codes = take_raw(tensors, &key, dtype, &[len.div_ceil(2)])?;
+            let scales = absmax(tensors, len.div_ceil(Q4_BLOCK))?;
+            StateBuf::Q4 {
+                codes,
+                scales,
+                sign,
+            }
+        }
+    })
 }
 
 /// Writes `bytes` to `path` atomically and durably, refusing a concurrent writer.

@@ -447,19 +447,8 @@ impl<O: Optimizer + ?Sized> ClipGrads<O> {
         let mut views: Vec<&mut [f32]> = Vec::with_capacity(params.len());
         for (buf, p) in self.bufs.iter_mut().zip(params) {
             if let Some(g) = &p.grad {
-                let g = g.as_f32().ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Shape,
-                        Some(p.name.to_string()),
-                        format!(
-                            "gradient of '{}' is {}, clipping takes f32",
-                            p.name,
-                            g.dtype()
-                        ),
-                    )
-                })?;
-                buf.clear();
-                buf.extend_from_slice(g);
+                // bf16/f16 gradients are widened (exactly): the copies are f32.
+                g.extend_f32(buf);
                 views.push(buf.as_mut_slice());
             }
         }

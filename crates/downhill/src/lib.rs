@@ -99,12 +99,14 @@ mod engine;
 mod error;
 pub mod hparams;
 pub mod kernel;
+pub mod loss_scale;
 pub mod optim;
 mod optimizer;
 mod param;
 pub mod registry;
 pub mod schedule;
 pub mod state;
+pub mod storage;
 #[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;
@@ -114,6 +116,7 @@ pub use engine::{Engine, Mode, NonFinitePolicy};
 pub use error::check;
 pub use error::{Error, ErrorKind, Result};
 pub use kernel::dispatch::{isa, Isa};
+pub use loss_scale::{LossScale, LossScaler};
 pub use optim::adamw::DecayForm;
 pub use optim::exports::*;
 pub use optim::{Hyperparams, HYPERPARAMETERS, OPTIMIZER_NAMES, REGISTRY};

@@ -8,6 +8,7 @@ use crate::kernel::{Kernel, StepKind};
 use crate::param::{Param, ParamSpec};
 use crate::schedule::{LrDriver, Schedule};
 use crate::state::{Record, RecordDoc};
+use crate::storage::{Precision, StateBytes};
 
 /// What every optimizer can do, whatever its math: step a list of parameters, manage groups
 /// and learning rates, and save or load its state.
@@ -67,6 +68,68 @@ pub trait Optimizer: Send + Sync {
     /// [`ClipGrads`](crate::clip::ClipGrads) wrapper clips them (`None` otherwise).
     fn last_grad_norm(&self) -> Option<f64> {
         None
+    }
+    /// How a group stores its state and treats bf16/f16 parameters ([`crate::storage`]).
+    /// Panics if `group >= num_groups()`.
+    fn precision(&self, group: usize) -> Precision {
+        let _ = group;
+        Precision::default()
+    }
+    /// Sets how a group stores its state and treats bf16/f16 parameters; existing state is
+    /// converted. An optimizer that keeps only `f32` state refuses a lossy storage.
+    fn set_precision(&mut self, group: usize, precision: Precision) -> Result<()> {
+        let _ = group;
+        if precision.is_default() {
+            Ok(())
+        } else {
+            Err(crate::Error::config(
+                "state_dtype",
+                format!("{}: only the default precision is supported", self.name()),
+            ))
+        }
+    }
+    /// Sets the precision of every group.
+    fn set_precision_all(&mut self, precision: Precision) -> Result<()> {
+        for g in 0..self.num_groups() {
+            self.set_precision(g, precision)?;
+        }
+        Ok(())
+    }
+    /// Seeds stochastic rounding (see [`crate::storage::round::RoundingKey`]).
+    fn set_rounding_seed(&mut self, seed: u64) {
+        let _ = seed;
+    }
+    /// Bytes of optimizer state that exist now, and master weights.
+    fn state_bytes(&self) -> StateBytes {
+        StateBytes::default()
+    }
+    /// A state buffer of a parameter in `f32` (dequantized or widened when stored in a lossy
+    /// form), or its master weights (`"master"`), once it exists.
+    fn state_values(&self, name: &str, buffer: &str) -> Option<Vec<f32>> {
+        self.state_buffer(name, buffer).map(<[f32]>::to_vec)
+    }
+    /// The 8-bit codes and absmax of a state buffer stored in 8 bits.
+    fn state_codes(&self, name: &str, buffer: &str) -> Option<(&[u8], &[f32])> {
+        let _ = (name, buffer);
+        None
+    }
+    /// Replaces the 8-bit codes and absmax of a state buffer (see
+    /// [`Engine::set_state_codes`]).
+    fn set_state_codes(
+        &mut self,
+        name: &str,
+        buffer: &str,
+        codes: &[u8],
+        absmax: &[f32],
+    ) -> Result<()> {
+        let _ = (codes, absmax);
+        Err(crate::Error::param(
+            name,
+            format!(
+                "{}: '{name}/{buffer}' is not an 8-bit state buffer",
+                self.name()
+            ),
+        ))
     }
     /// The full state (hyperparameters, step counts, buffers) as safetensors bytes.
     fn to_bytes(&self) -> Result<Vec<u8>>;
@@ -162,6 +225,33 @@ impl<K: Kernel> Optimizer for Engine<K> {
     fn record_doc(&self, key: &str) -> Option<&RecordDoc> {
         self.records.get(key)
     }
+    fn precision(&self, group: usize) -> Precision {
+        Engine::precision(self, group)
+    }
+    fn set_precision(&mut self, group: usize, precision: Precision) -> Result<()> {
+        Engine::set_precision(self, group, precision)
+    }
+    fn set_rounding_seed(&mut self, seed: u64) {
+        Engine::set_rounding_seed(self, seed)
+    }
+    fn state_bytes(&self) -> StateBytes {
+        Engine::state_bytes(self)
+    }
+    fn state_values(&self, name: &str, buffer: &str) -> Option<Vec<f32>> {
+        Engine::state_values(self, name, buffer)
+    }
+    fn state_codes(&self, name: &str, buffer: &str) -> Option<(&[u8], &[f32])> {
+        Engine::state_codes(self, name, buffer)
+    }
+    fn set_state_codes(
+        &mut self,
+        name: &str,
+        buffer: &str,
+        codes: &[u8],
+        absmax: &[f32],
+    ) -> Result<()> {
+        Engine::set_state_codes(self, name, buffer, codes, absmax)
+    }
     fn set_record_doc(&mut self, key: &str, doc: RecordDoc) {
         self.records.insert(key.to_string(), doc);
     }
@@ -239,6 +329,37 @@ macro_rules! delegate_optimizer {
         }
         fn to_bytes(&self) -> $crate::Result<Vec<u8>> {
             self.$inner.to_bytes()
+        }
+        fn precision(&self, group: usize) -> $crate::storage::Precision {
+            self.$inner.precision(group)
+        }
+        fn set_precision(
+            &mut self,
+            group: usize,
+            precision: $crate::storage::Precision,
+        ) -> $crate::Result<()> {
+            self.$inner.set_precision(group, precision)
+        }
+        fn set_rounding_seed(&mut self, seed: u64) {
+            self.$inner.set_rounding_seed(seed)
+        }
+        fn state_bytes(&self) -> $crate::storage::StateBytes {
+            self.$inner.state_bytes()
+        }
+        fn state_values(&self, name: &str, buffer: &str) -> Option<Vec<f32>> {
+            self.$inner.state_values(name, buffer)
+        }
+        fn state_codes(&self, name: &str, buffer: &str) -> Option<(&[u8], &[f32])> {
+            self.$inner.state_codes(name, buffer)
+        }
+        fn set_state_codes(
+            &mut self,
+            name: &str,
+            buffer: &str,
+            codes: &[u8],
+            absmax: &[f32],
+        ) -> $crate::Result<()> {
+            self.$inner.set_state_codes(name, buffer, codes, absmax)
         }
     };
 }

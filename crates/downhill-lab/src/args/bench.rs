@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Hyperparameters, named as PyTorch names them; unset ones keep the optimizer's default.
     #[command(flatten)]
     pub hyper: HyperArgs,
+    /// Parameter dtype, master weights and state storage (`--loss-scale` does not apply: the
+    /// benchmark times optimizer steps).
+    #[command(flatten)]
+    pub precision: super::PrecisionArgs,
 }
 
 /// Parses a count written `1000000`, `1_000_000` or `1e6` / `5e7` (which must be a whole

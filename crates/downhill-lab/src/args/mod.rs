@@ -6,6 +6,7 @@
 //! | [`common`] | model, data, epochs, batch size, seed, threads (`compare`, `train`) |
 //! | [`training`] | schedules, clipping, non-finite policy, accumulation, groups (`compare`, `train`) |
 //! | [`parallel`] | data-parallel training under MPI: `--zero`, `--zero-layout`, `--bucket-mb`, `--comm-timeout` (`compare`, `train`) |
+//! | [`precision`] | parameter dtype, master weights, state storage, loss scaling (`compare`, `train`, `bench`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
 //! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`dist_bench`], [`scale`], [`schedule`], [`report`] | one subcommand each |
 //! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
@@ -23,6 +24,7 @@ pub mod hyper;
 pub mod landscape;
 pub mod parallel;
 pub mod plot;
+pub mod precision;
 pub mod report;
 pub mod scale;
 pub mod schedule;
@@ -41,6 +43,7 @@ pub use hyper::HyperArgs;
 pub use landscape::LandscapeArgs;
 pub use parallel::{ParallelArgs, ZeroLayoutArg};
 pub use plot::PlotArgs;
+pub use precision::PrecisionArgs;
 pub use report::ReportArgs;
 pub use scale::ScaleArgs;
 pub use schedule::ScheduleArgs;

@@ -73,6 +73,9 @@ pub struct TrainingArgs {
     /// Put biases and 1-D parameters in a second parameter group with weight_decay 0.
     #[arg(long)]
     pub no_decay_bias_norm: bool,
+    /// Parameter dtype, master weights, state storage and loss scaling.
+    #[command(flatten)]
+    pub precision: super::PrecisionArgs,
 }
 
 impl TrainingArgs {
@@ -135,6 +138,9 @@ impl TrainingArgs {
         opts.nonfinite = self.nonfinite.into();
         opts.accumulate = self.accumulate;
         opts.no_decay_bias_norm = self.no_decay_bias_norm;
+        opts.param_dtype = self.precision.param_dtype.dtype();
+        opts.precision = self.precision.precision();
+        opts.loss_scale = self.precision.loss_scale()?;
         Ok(())
     }
 
@@ -172,6 +178,7 @@ impl TrainingArgs {
         if self.no_decay_bias_norm {
             f.push("--no-decay-bias-norm".to_owned());
         }
+        f.extend(self.precision.canonical_flags());
         f
     }
 }

@@ -51,7 +51,23 @@ fn bench_options(args: &BenchArgs) -> Result<BenchOptions, LabError> {
     if args.min_steps == 0 {
         return Err(LabError::config("--min-steps must be at least 1, got 0"));
     }
+    if args
+        .precision
+        .loss_scale()
+        .map_err(|e| LabError::config(e.to_string()))?
+        .is_some()
+    {
+        return Err(LabError::config(
+            "--loss-scale does not apply to bench (it times optimizer steps); leave it out",
+        ));
+    }
     Ok(BenchOptions {
+        precision: args.precision.precision(),
+        param_dtype: match args.precision.param_dtype.dtype() {
+            candle_core::DType::BF16 => downhill::DType::BF16,
+            candle_core::DType::F16 => downhill::DType::F16,
+            _ => downhill::DType::F32,
+        },
         params: args.params,
         tensors: args.tensors,
         threads: args.threads,
@@ -69,7 +85,9 @@ fn json_line(result: &BenchResult, config: &OptimizerConfig) -> Result<String, L
     let config = serde_json::to_value(config).map_err(to_json)?;
     if let Some(obj) = value.as_object_mut() {
         obj.insert("library".into(), "downhill".into());
-        obj.insert("variant".into(), "fused".into());
+        // Another storage is another variant (`fused-int8`, `fused-bf16-master`, ...), so that
+        // tables keyed by variant keep it apart from the f32 row.
+        obj.insert("variant".into(), variant(result).into());
         // `{"optimizer": "adam", "config": {...}}`: keep the inner hyperparameters only.
         let hyper = config
             .get("config")
@@ -78,6 +96,22 @@ fn json_line(result: &BenchResult, config: &OptimizerConfig) -> Result<String, L
         obj.insert("config".into(), hyper);
     }
     serde_json::to_string(&value).map_err(to_json)
+}
+
+/// `fused`, or `fused-{state}` / `fused-{param dtype}-{master|sr}[-{state}]` for another storage.
+fn variant(r: &BenchResult) -> String {
+    let mut v = "fused".to_string();
+    if r.param_dtype != "f32" {
+        v.push_str(&format!(
+            "-{}-{}",
+            r.param_dtype,
+            if r.master_weights { "master" } else { "sr" }
+        ));
+    }
+    if r.state_dtype != "f32" {
+        v.push_str(&format!("-{}", r.state_dtype));
+    }
+    v
 }
 
 /// One line for a person: speed, bandwidth and the fraction of the probe's bandwidth.
@@ -98,6 +132,24 @@ fn human_line(r: &BenchResult) -> String {
         r.gb_per_s,
         r.probe_gb_per_s,
         100.0 * r.fraction_of_probe,
+    ) + &storage_note(r)
+}
+
+/// ` [state int8, params bf16 + f32 master]` for a storage other than the default.
+fn storage_note(r: &BenchResult) -> String {
+    if r.state_dtype == "f32" && r.param_dtype == "f32" {
+        return String::new();
+    }
+    let master = if r.param_dtype == "f32" {
+        ""
+    } else if r.master_weights {
+        " + f32 master"
+    } else {
+        ", stochastic rounding"
+    };
+    format!(
+        " [state {}, params {}{master}]",
+        r.state_dtype, r.param_dtype
     )
 }
 

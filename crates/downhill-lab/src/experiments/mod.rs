@@ -27,6 +27,7 @@ mod common;
 pub mod generalization;
 pub mod large_batch;
 pub mod lr_sweep;
+pub mod mixed_precision;
 pub mod paper;
 pub mod sparse;
 pub mod weight_decay;
@@ -129,6 +130,13 @@ pub const EXPERIMENTS: &[Experiment] = &[
         "The Adam paper's figures 1 and 2",
         0,
         paper::run,
+    ),
+    Experiment::new(
+        "mixed-precision",
+        "AdamW with int8 state, bf16 and f16 weights (f32 master) vs f32, over three seeds",
+        "Low-precision storage: int8 state, bf16 and f16 weights",
+        7,
+        mixed_precision::run,
     ),
 ];
 

@@ -32,6 +32,26 @@ pub struct RunRequest<'a> {
     pub command: String,
 }
 
+/// The storage of `opts` as flags, if any differs from the default.
+fn precision_flags(opts: &TrainOptions) -> Option<String> {
+    let mut f = Vec::new();
+    if opts.param_dtype != candle_core::DType::F32 {
+        f.push(format!("--param-dtype {}", opts.param_dtype.as_str()));
+        if !opts.precision.master_weights {
+            f.push("--master-weights none".to_owned());
+        }
+    }
+    if opts.precision.state != downhill::storage::StateDtype::F32 {
+        f.push(format!("--state-dtype {}", opts.precision.state.as_str()));
+    }
+    match opts.loss_scale {
+        Some(downhill::LossScale::Fixed(s)) => f.push(format!("--loss-scale {s}")),
+        Some(_) => f.push("--loss-scale dynamic".to_owned()),
+        None => {}
+    }
+    (!f.is_empty()).then(|| f.join(" "))
+}
+
 /// The `training` record of `config.json` for `opts`.
 pub fn training_record(opts: &TrainOptions) -> TrainingConfig {
     let (clip, clip_threshold) = match opts.clip {
@@ -61,7 +81,7 @@ pub fn training_record(opts: &TrainOptions) -> TrainingConfig {
         checkpoint: opts.checkpoint.as_ref().map(|p| p.display().to_string()),
         resumed_from: opts.resume.as_ref().map(|p| p.display().to_string()),
         skipped_steps: 0,
-        data_parallel: None,
+        ..TrainingConfig::default()
     }
 }
 
@@ -114,9 +134,25 @@ pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
         command: req.command.clone(),
         downhill_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
+    let bytes = result.optimizer.optimizer().state_bytes();
+    let storage = precision_flags(&req.opts);
+    println!(
+        "{}: optimizer state {:.3} bytes per parameter, master weights {:.3}{}",
+        req.optimizer.name,
+        bytes.per_param(),
+        bytes.master_per_param(),
+        storage
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
     let training = TrainingConfig {
         skipped_steps: result.optimizer.optimizer().skipped_steps(),
         data_parallel: result.parallel.clone(),
+        state_bytes_per_param: storage.is_some().then(|| bytes.per_param()),
+        master_bytes_per_param: storage.is_some().then(|| bytes.master_per_param()),
+        loss_scale_skipped_steps: result.optimizer.loss_scaler().map(|s| s.skipped_steps()),
+        precision: storage,
         ..training_record(&req.opts)
     };
     // In a data-parallel run rank 0 writes the folder.

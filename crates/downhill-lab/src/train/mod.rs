@@ -147,11 +147,12 @@ pub fn train(
 
 /// `spec` for `data`'s images, initialised from `opts.seed`.
 fn new_model(spec: &ModelSpec, data: &Split, opts: &TrainOptions) -> Result<Model> {
-    Model::new(
+    Model::new_in(
         spec,
         data.train.rows,
         data.train.cols,
         NUM_CLASSES,
         opts.seed,
+        opts.param_dtype,
     )
 }

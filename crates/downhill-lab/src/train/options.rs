@@ -48,6 +48,12 @@ pub struct TrainOptions {
     /// Data-parallel training over the ranks of a communicator (`None`: one process); see
     /// [`super::parallel`].
     pub data_parallel: Option<DataParallel>,
+    /// The model's weights (f32, bf16 or f16).
+    pub param_dtype: candle_core::DType,
+    /// How the optimizer stores its state and treats bf16/f16 weights (every group).
+    pub precision: downhill::storage::Precision,
+    /// Loss scaling (`None`: none).
+    pub loss_scale: Option<downhill::LossScale>,
 }
 
 impl Default for TrainOptions {
@@ -71,6 +77,9 @@ impl Default for TrainOptions {
             checkpoint: None,
             resume: None,
             data_parallel: None,
+            param_dtype: candle_core::DType::F32,
+            precision: downhill::storage::Precision::default(),
+            loss_scale: None,
         }
     }
 }

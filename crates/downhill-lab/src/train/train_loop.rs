@@ -207,12 +207,19 @@ fn configure(
     mut optimizer: CandleOptimizer,
     opts: &TrainOptions,
 ) -> Result<(CandleOptimizer, Option<ReduceOnPlateau>)> {
+    optimizer
+        .optimizer_mut()
+        .set_precision_all(opts.precision)?;
+    optimizer.optimizer_mut().set_rounding_seed(opts.seed);
     // A data-parallel optimizer clips the reduced gradients itself.
     if let (Some(clip), None) = (opts.clip, &opts.data_parallel) {
         optimizer = optimizer.with_clip(clip)?;
     }
     if opts.accumulate > 1 {
         optimizer = optimizer.with_accumulation(opts.accumulate)?;
+    }
+    if let Some(scale) = opts.loss_scale {
+        optimizer = optimizer.with_loss_scale(scale)?;
     }
     let inner = optimizer.optimizer_mut();
     inner.set_nonfinite_policy(opts.nonfinite);
@@ -423,7 +430,15 @@ impl Trainer<'_> {
             }
             // With `accumulate > 1` the optimizer is wrapped in an `Accumulate`, which steps
             // on the k-th call.
-            self.optimizer.step(&loss.backward()?)?;
+            // With loss scaling the backward pass starts from the scaled loss (the adapter's
+            // scaler unscales the gradients and skips steps that overflowed).
+            let scale = self.optimizer.loss_scale();
+            let grads = if scale == 1.0 {
+                loss.backward()?
+            } else {
+                (&loss * f64::from(scale))?.backward()?
+            };
+            self.optimizer.step(&grads)?;
         }
         Ok((value, true))
     }

@@ -139,8 +139,8 @@ impl<K: Kernel> Shard for Engine<K> {
                     Error::param(
                         name,
                         format!(
-                            "parameter '{name}' stores its state as {}; sharding moves f32 state",
-                            b.dtype()
+                            "parameter '{name}' stores its state as {:?}; sharding moves f32 state",
+                            b.kind()
                         ),
                     )
                 })

@@ -439,7 +439,7 @@ impl Sharded {
 
     /// Bytes of optimizer state this rank holds (state buffers and scalar state).
     pub fn state_bytes(&self) -> usize {
-        self.inner.state_bytes()
+        Shard::state_bytes(self.inner.as_ref())
     }
 
     /// Every rank's [`state_bytes`](Sharded::state_bytes), in rank order (a collective).
@@ -638,7 +638,9 @@ impl Sharded {
             for piece in self.plan.bucket(j, k) {
                 let b = piece.len * 4;
                 if j != self.rank {
-                    let ParamData::F32(v) = &mut params[pos[piece.param]].value;
+                    let ParamData::F32(v) = &mut params[pos[piece.param]].value else {
+                        unreachable!("step_sharded admits f32 parameters only")
+                    };
                     read_bytes(
                         &got[at..at + b],
                         &mut v[piece.offset..piece.offset + piece.len],
@@ -817,6 +819,21 @@ impl Sharded {
 
     fn step_sharded(&mut self, params: &mut [Param<'_>]) -> Result<()> {
         let pos = self.resolve(params)?;
+        // The exchanges move f32 values: bf16/f16 parameters and gradients are refused here,
+        // before anything is sent, so the views below only meet f32 data.
+        for p in params.iter() {
+            let grad_f32 = matches!(p.grad, None | Some(GradData::F32(_)));
+            if !matches!(p.value, ParamData::F32(_)) || !grad_f32 {
+                return Err(Error::param(
+                    p.name,
+                    format!(
+                        "parameter '{}': data-parallel sharding takes f32 parameters and \
+                         gradients (keep f32 master weights in the model, or train on one rank)",
+                        p.name
+                    ),
+                ));
+            }
+        }
         self.traffic = StepTraffic::default();
         let rounds = self.plan.rounds();
         let replicated = self.config.stage == ZeroStage::Replicated;
@@ -946,7 +963,9 @@ fn piece_views<'p>(
             continue;
         };
         let piece = plan.pieces[rank][i];
-        let ParamData::F32(v) = &mut p.value;
+        let ParamData::F32(v) = &mut p.value else {
+            unreachable!("step_sharded admits f32 parameters only")
+        };
         views.push(Param {
             name: p.name,
             value: ParamData::F32(&mut v[piece.offset..piece.offset + piece.len]),
@@ -972,7 +991,9 @@ fn full_views<'p>(
         .enumerate()
         .map(|(j, p)| {
             let pp = &plan.params[which[j]];
-            let ParamData::F32(v) = &mut p.value;
+            let ParamData::F32(v) = &mut p.value else {
+                unreachable!("step_sharded admits f32 parameters only")
+            };
             Param {
                 name: p.name,
                 value: ParamData::F32(&mut v[..]),
@@ -987,7 +1008,8 @@ fn full_views<'p>(
 fn grad_of<'a>(p: &'a Param<'_>) -> &'a [f32] {
     match p.grad {
         Some(GradData::F32(g)) => g,
-        None => &[],
+        // step_sharded admits f32 gradients only.
+        _ => &[],
     }
 }
 
@@ -1049,7 +1071,8 @@ impl Optimizer for Sharded {
     }
     fn step(&mut self, params: &mut [Param<'_>]) -> Result<()> {
         self.step_sharded(params)?;
-        self.stats.record(self.inner.state_bytes(), self.traffic);
+        self.stats
+            .record(Shard::state_bytes(self.inner.as_ref()), self.traffic);
         Ok(())
     }
     fn num_groups(&self) -> usize {

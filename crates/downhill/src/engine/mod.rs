@@ -21,6 +21,26 @@
 //!
 //! After the first step of a given set of tensors, a step allocates nothing: the job list, the
 //! plan and the block sums are reused.
+//!
+//! # Storages other than `f32`
+//!
+//! A job whose streams are all `f32` runs the kernel on its segments directly. A job with a
+//! bf16/f16 parameter or gradient, or with bf16 / 8-bit / 4-bit state ([`crate::storage`]),
+//! runs the same kernel tile by tile (`tiles.rs`): each stream of the tile is loaded into `f32`
+//! (widened, dequantized), the kernel updates the tile, and every stream is stored back
+//! (rounded, requantized with the block's new absmax). With master weights the kernel updates
+//! the `f32` master copy held in the slot, and the caller's bf16/f16 values get its nearest
+//! rounding; without, the caller's values are loaded and rounded back stochastically. Tiles
+//! start at multiples of [`TILE`](crate::storage::TILE) from the tensor's start, so chunking
+//! does not change which elements share a quantization block, and stochastic rounding draws
+//! counter-based bits: results stay independent of the thread count.
+//!
+//! A two-pass kernel with lossy state computes its norms in the first pass on a scratch copy
+//! of the dequantized state (nothing is stored), and its second pass redoes the first pass's
+//! state update on the tile before the update itself: the parameter moves by the exact `f32`
+//! state, which is then requantized once. Whole-tensor kernels keep `f32` state (a lossy
+//! [`StateDtype`](crate::storage::StateDtype) is refused when it is set) and take bf16/f16
+//! parameters and gradients through per-parameter `f32` scratch buffers.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -33,9 +53,13 @@ use crate::kernel::{Bufs, Kernel, StepCtx, StepKind, BLOCK, SMALL_TENSOR};
 use crate::param::{GradData, Param, ParamData, ParamSpec};
 use crate::schedule::{LrDriver, Schedule};
 use crate::state::{Record, RecordDoc, StateBuf};
+use crate::storage::round::{self, RoundingKey};
+use crate::storage::tile::{Low, LowGrad, LowState};
+use crate::storage::{all_finite_f32, BufKind, Precision, StateBytes};
 
 mod parts;
 mod plan;
+mod tiles;
 pub use parts::NormExchange;
 use plan::{Plan, Segment};
 
@@ -69,6 +93,8 @@ pub(crate) struct Group<C> {
     pub config: C,
     pub initial_lr: f64,
     pub params: Vec<usize>,
+    /// How the group stores its state and treats bf16/f16 parameters.
+    pub precision: Precision,
 }
 
 pub(crate) struct Slot {
@@ -79,12 +105,26 @@ pub(crate) struct Slot {
     /// first step.
     pub buffers: Vec<StateBuf>,
     pub scalars: Vec<f32>,
+    /// `f32` master weights of a bf16/f16 parameter (its group keeps them), created from the
+    /// parameter's values on its first step.
+    pub master: Option<Vec<f32>>,
+    /// [`round::name_hash`] of the name: the parameter's part of its rounding keys.
+    pub name_hash: u64,
+    /// Whole-tensor kernels only: `f32` copies of a bf16/f16 gradient and parameter.
+    pub scratch_g: Vec<f32>,
+    pub scratch_p: Vec<f32>,
 }
 
 /// One tensor's work in a step: raw pointers into the caller's buffers and the slot's state.
 struct Job<S> {
+    /// The `f32` values the kernel updates: the caller's, the slot's master weights, or (a
+    /// whole-tensor kernel's bf16/f16 parameter without master weights) the slot's scratch;
+    /// null for a bf16/f16 parameter loaded tile by tile.
     p: *mut f32,
+    /// The `f32` gradient (the caller's, or a whole-tensor kernel's scratch); null when it is
+    /// loaded tile by tile.
     g: *const f32,
+    /// The `f32` state buffers; null for a lossy one (see `conv.state`).
     st: [*mut f32; 3],
     /// Length of each state buffer (the parameter's, except for whole-tensor kernels).
     st_len: [usize; 3],
@@ -95,6 +135,42 @@ struct Job<S> {
     /// Index of this tensor's first block in the block-sum buffer.
     block0: usize,
     s: S,
+    /// What is converted around the kernel (nothing for an all-`f32` job).
+    conv: Conv,
+}
+
+/// The streams of a job that are not `f32`, and how they go back.
+#[derive(Clone, Copy, Debug)]
+struct Conv {
+    /// Every stream is `f32`: the kernel runs on the segments directly.
+    plain: bool,
+    /// The caller's bf16/f16 values.
+    low: Option<Low>,
+    /// `low` gets the nearest rounding of the master weights (`p`) after the update;
+    /// otherwise `low` is loaded into the tile and stored back stochastically.
+    master: bool,
+    /// A bf16/f16 gradient.
+    grad: Option<LowGrad>,
+    /// Lossy state buffers.
+    state: [Option<LowState>; 3],
+    /// Whether any state buffer is lossy.
+    lossy: bool,
+    /// Rounding keys: the parameter's (stream 0) and each state buffer's.
+    keys: [RoundingKey; 4],
+}
+
+impl Default for Conv {
+    fn default() -> Self {
+        Conv {
+            plain: true,
+            low: None,
+            master: false,
+            grad: None,
+            state: [None; 3],
+            lossy: false,
+            keys: [RoundingKey::new(0, 0, 0, 0); 4],
+        }
+    }
 }
 
 // SAFETY: a job's pointers target disjoint buffers (distinct parameters, gradients and state
@@ -139,6 +215,8 @@ pub struct Engine<K: Kernel> {
     pub(crate) records: BTreeMap<String, RecordDoc>,
     /// The learning-rate driver, saved and restored with the checkpoint.
     pub(crate) driver: LrDriver,
+    /// Seed of stochastic rounding (see [`crate::storage::round::RoundingKey`]).
+    pub(crate) rounding_seed: u64,
     nonfinite: NonFinitePolicy,
     mode: Mode,
     chunk_elems: Option<usize>,
@@ -168,6 +246,7 @@ impl<K: Kernel> Engine<K> {
             skipped: 0,
             records: BTreeMap::new(),
             driver: LrDriver::default(),
+            rounding_seed: 0,
             nonfinite: NonFinitePolicy::Apply,
             mode: Mode::Fast,
             chunk_elems: None,
@@ -204,12 +283,17 @@ impl<K: Kernel> Engine<K> {
             let id = self.slots.len();
             self.index.insert(spec.name.clone(), id);
             members.push(id);
+            let name_hash = round::name_hash(&spec.name);
             self.slots.push(Slot {
                 spec,
                 group,
                 step: 0,
                 buffers: Vec::new(),
                 scalars: Vec::new(),
+                master: None,
+                name_hash,
+                scratch_g: Vec::new(),
+                scratch_p: Vec::new(),
             });
         }
         self.driver.set_base_lr(group, config.lr());
@@ -217,6 +301,7 @@ impl<K: Kernel> Engine<K> {
             initial_lr: config.lr(),
             config,
             params: members,
+            precision: Precision::default(),
         });
         self.scratch.order.clear();
         Ok(group)
@@ -233,6 +318,171 @@ impl<K: Kernel> Engine<K> {
         config.validate()?;
         self.groups[group].config = config;
         Ok(())
+    }
+
+    /// How a group stores its state and treats bf16/f16 parameters. Panics if
+    /// `group >= num_groups()`.
+    pub fn precision(&self, group: usize) -> Precision {
+        self.groups[group].precision
+    }
+
+    /// Sets how a group stores its state and treats bf16/f16 parameters
+    /// ([`crate::storage`]); state that exists already is converted (dequantized and
+    /// requantized, rounded to nearest), and master weights are dropped with
+    /// `master_weights = false`. A whole-tensor kernel refuses lossy state.
+    pub fn set_precision(&mut self, group: usize, precision: Precision) -> Result<()> {
+        self.check_group(group)?;
+        Self::check_precision(&precision)?;
+        let g = &mut self.groups[group];
+        g.precision = precision;
+        for &i in &g.params {
+            let slot = &mut self.slots[i];
+            if !precision.master_weights {
+                slot.master = None;
+            }
+            let len = slot.spec.len();
+            for (b, buf) in slot.buffers.iter_mut().enumerate() {
+                let kind = Self::buffer_kind(&g.config, &precision, b, len);
+                if buf.kind() != kind {
+                    *buf = StateBuf::from_f32(kind, &buf.to_f32_vec(), None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the precision of every group.
+    pub fn set_precision_all(&mut self, precision: Precision) -> Result<()> {
+        for g in 0..self.groups.len() {
+            self.set_precision(g, precision)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_precision(precision: &Precision) -> Result<()> {
+        if K::STEP == StepKind::WholeTensor && precision.state.is_lossy() {
+            return Err(Error::config(
+                "state_dtype",
+                format!(
+                    "{}: a whole-tensor kernel keeps its state in f32, got state_dtype {}",
+                    K::NAME,
+                    precision.state.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How buffer `b` of a parameter of `len` elements is stored under `precision`.
+    pub(crate) fn buffer_kind(
+        cfg: &K::Config,
+        precision: &Precision,
+        b: usize,
+        len: usize,
+    ) -> BufKind {
+        if K::STEP == StepKind::WholeTensor {
+            BufKind::F32
+        } else {
+            precision.kind(len, K::buffer_sign(cfg, b))
+        }
+    }
+
+    /// Seeds stochastic rounding (default 0): the random bits of an element are a function of
+    /// this seed, the parameter's name, its step count, the stream and the element's index.
+    /// Saved with the checkpoint.
+    pub fn set_rounding_seed(&mut self, seed: u64) {
+        self.rounding_seed = seed;
+    }
+
+    /// The seed of stochastic rounding.
+    pub fn rounding_seed(&self) -> u64 {
+        self.rounding_seed
+    }
+
+    /// Bytes of the state that exists now (it is created on each parameter's first step).
+    pub fn state_bytes(&self) -> StateBytes {
+        let mut out = StateBytes::default();
+        for slot in &self.slots {
+            out.params += slot.spec.len();
+            out.state += slot.buffers.iter().map(StateBuf::bytes).sum::<usize>();
+            out.state += 4 * slot.scalars.len();
+            out.master += slot.master.as_ref().map_or(0, |m| 4 * m.len());
+        }
+        out
+    }
+
+    /// A state buffer of a parameter in `f32` (dequantized or widened if it is stored
+    /// otherwise), or its master weights (`"master"`), once they exist.
+    pub fn state_values(&self, name: &str, buffer: &str) -> Option<Vec<f32>> {
+        let slot = &self.slots[*self.index.get(name)?];
+        if buffer == "master" {
+            return slot.master.clone();
+        }
+        let cfg = &self.groups[slot.group].config;
+        if let Some(b) = K::buffers(cfg).iter().position(|&n| n == buffer) {
+            return slot.buffers.get(b).map(StateBuf::to_f32_vec);
+        }
+        self.state_buffer(name, buffer).map(<[f32]>::to_vec)
+    }
+
+    /// The 8-bit codes and per-block absmax of a parameter's state buffer, when the buffer is
+    /// stored in 8 bits ([`StateDtype::Int8`](crate::storage::StateDtype::Int8)) and exists.
+    pub fn state_codes(&self, name: &str, buffer: &str) -> Option<(&[u8], &[f32])> {
+        let slot = &self.slots[*self.index.get(name)?];
+        let cfg = &self.groups[slot.group].config;
+        let b = K::buffers(cfg).iter().position(|&n| n == buffer)?;
+        match slot.buffers.get(b)? {
+            StateBuf::Q8 { codes, absmax, .. } => Some((codes, absmax)),
+            _ => None,
+        }
+    }
+
+    /// Replaces the 8-bit codes and absmax of a parameter's state buffer (bitsandbytes' layout:
+    /// one code per element, one absmax per block of 256), for example to import a
+    /// bitsandbytes state or to re-sync a parity test. The buffer must exist and be stored in
+    /// 8 bits; lengths must match. On error nothing changes.
+    pub fn set_state_codes(
+        &mut self,
+        name: &str,
+        buffer: &str,
+        codes: &[u8],
+        absmax: &[f32],
+    ) -> Result<()> {
+        let Some(&i) = self.index.get(name) else {
+            return Err(Error::param(name, format!("unknown parameter '{name}'")));
+        };
+        let slot = &mut self.slots[i];
+        let cfg = &self.groups[slot.group].config;
+        let b = K::buffers(cfg).iter().position(|&n| n == buffer);
+        match b.and_then(|b| slot.buffers.get_mut(b)) {
+            Some(StateBuf::Q8 {
+                codes: c,
+                absmax: a,
+                ..
+            }) if c.len() == codes.len() && a.len() == absmax.len() => {
+                c.copy_from_slice(codes);
+                a.copy_from_slice(absmax);
+                Ok(())
+            }
+            Some(StateBuf::Q8 {
+                codes: c,
+                absmax: a,
+                ..
+            }) => Err(Error::param(
+                name,
+                format!(
+                    "'{name}/{buffer}' holds {} codes and {} absmax, got {} and {}",
+                    c.len(),
+                    a.len(),
+                    codes.len(),
+                    absmax.len()
+                ),
+            )),
+            _ => Err(Error::param(
+                name,
+                format!("'{name}/{buffer}' is not an 8-bit state buffer (yet)"),
+            )),
+        }
     }
 
     fn check_group(&self, group: usize) -> Result<()> {
@@ -365,6 +615,9 @@ impl<K: Kernel> Engine<K> {
     /// A state buffer of a parameter (`"exp_avg"`, ...), once it exists.
     pub fn state_buffer(&self, name: &str, buffer: &str) -> Option<&[f32]> {
         let slot = &self.slots[*self.index.get(name)?];
+        if buffer == "master" {
+            return slot.master.as_deref();
+        }
         let cfg = &self.groups[slot.group].config;
         if let Some(b) = K::buffers(cfg).iter().position(|&n| n == buffer) {
             return slot.buffers.get(b).and_then(StateBuf::as_f32);
@@ -465,12 +718,13 @@ impl<K: Kernel> Engine<K> {
     }
 
     /// Creates the state on a parameter's first step (or when a config change needs other
-    /// buffers); returns whether it did.
-    fn ensure_state(slot: &mut Slot, cfg: &K::Config) -> bool {
+    /// buffers), stored as `precision` says; returns whether it did.
+    fn ensure_state(slot: &mut Slot, cfg: &K::Config, precision: &Precision) -> bool {
         let fresh = slot.buffers.len() != K::buffers(cfg).len()
             || (slot.step == 0 && slot.buffers.is_empty());
         if fresh {
             let names = K::buffers(cfg);
+            let param_len = slot.spec.len();
             slot.buffers = (0..names.len())
                 .map(|b| {
                     let len = K::buffer_shape(cfg, b, &slot.spec.shape).iter().product();
@@ -478,13 +732,14 @@ impl<K: Kernel> Engine<K> {
                     // length: a buffer of another shape there would be read out of bounds.
                     // This is a property of the kernel's code, not of any input.
                     assert!(
-                        K::STEP == StepKind::WholeTensor || len == slot.spec.len(),
+                        K::STEP == StepKind::WholeTensor || len == param_len,
                         "{}: buffer '{}' of an element-wise kernel must have the parameter's \
                          shape (Kernel::buffer_shape may differ only for StepKind::WholeTensor)",
                         K::NAME,
                         names[b]
                     );
-                    StateBuf::filled(len, K::initial_value(cfg, b))
+                    let kind = Self::buffer_kind(cfg, precision, b, param_len);
+                    StateBuf::filled_as(kind, len, K::initial_value(cfg, b))
                 })
                 .collect();
             if slot.scalars.len() != K::scalar_state(cfg).len() {
@@ -494,15 +749,21 @@ impl<K: Kernel> Engine<K> {
         fresh
     }
 
+    /// The rounding key of stream `stream` of `slot` at its current step.
+    fn key(seed: u64, slot: &Slot, stream: u32) -> RoundingKey {
+        RoundingKey::new(seed, slot.name_hash, slot.step, stream)
+    }
+
     fn step_reference(&mut self, params: &mut [Param<'_>]) {
+        let seed = self.rounding_seed;
         for (p, &i) in params.iter_mut().zip(&self.scratch.order) {
-            let Some(GradData::F32(g)) = p.grad else {
+            let Some(grad) = p.grad else {
                 continue;
             };
-            let ParamData::F32(value) = &mut p.value;
             let slot = &mut self.slots[i];
             let group = &self.groups[slot.group];
-            let fresh = Self::ensure_state(slot, &group.config);
+            let precision = group.precision;
+            let fresh = Self::ensure_state(slot, &group.config, &precision);
             slot.step += 1;
             let ctx = StepCtx {
                 shape: &slot.spec.shape,
@@ -511,15 +772,77 @@ impl<K: Kernel> Engine<K> {
                 initial_lr: group.initial_lr,
                 fresh,
             };
-            // The reference works on plain vectors: move the f32 buffers out and back.
+            // The reference works on plain f32 vectors: every stream is widened (or
+            // dequantized) first and stored back afterwards, as the tiles of the fast path.
+            let mut g32 = Vec::new();
+            let g: &[f32] = match grad {
+                GradData::F32(g) => g,
+                other => {
+                    other.extend_f32(&mut g32);
+                    &g32
+                }
+            };
+            let mut p32 = Vec::new();
+            let master = match &p.value {
+                ParamData::F32(_) => {
+                    slot.master = None;
+                    false
+                }
+                low => {
+                    if precision.master_weights {
+                        if slot.master.is_none() {
+                            slot.master = Some(low.to_f32_vec());
+                        }
+                        true
+                    } else {
+                        slot.master = None;
+                        p32 = low.to_f32_vec();
+                        false
+                    }
+                }
+            };
+            let kinds: Vec<BufKind> = slot.buffers.iter().map(StateBuf::kind).collect();
             let mut bufs: Vec<Vec<f32>> = slot
                 .buffers
                 .iter_mut()
-                .map(|b| std::mem::take(b.as_f32_mut().expect("f32 state")))
+                .map(|b| match b.as_f32_mut() {
+                    Some(v) => std::mem::take(v),
+                    None => b.to_f32_vec(),
+                })
                 .collect();
-            K::reference(&group.config, &ctx, &mut slot.scalars, value, g, &mut bufs);
-            for (b, v) in slot.buffers.iter_mut().zip(bufs) {
-                *b = StateBuf::F32(v);
+            let values: &mut [f32] = match (&mut p.value, master) {
+                (ParamData::F32(v), _) => v,
+                (_, true) => slot.master.as_mut().expect("master weights"),
+                (_, false) => &mut p32,
+            };
+            K::reference(&group.config, &ctx, &mut slot.scalars, values, g, &mut bufs);
+            match &mut p.value {
+                ParamData::F32(_) => {}
+                ParamData::BF16(out) => {
+                    let (src, key) = if master {
+                        (slot.master.as_deref().expect("master weights"), None)
+                    } else {
+                        (&p32[..], Some(Self::key(seed, slot, 0)))
+                    };
+                    // SAFETY: `out` and `src` have the parameter's length.
+                    unsafe { Low::BF16(out.as_mut_ptr()).store(0, src, key) }
+                }
+                ParamData::F16(out) => {
+                    let (src, key) = if master {
+                        (slot.master.as_deref().expect("master weights"), None)
+                    } else {
+                        (&p32[..], Some(Self::key(seed, slot, 0)))
+                    };
+                    // SAFETY: `out` and `src` have the parameter's length.
+                    unsafe { Low::F16(out.as_mut_ptr()).store(0, src, key) }
+                }
+            }
+            for (b, (v, kind)) in bufs.into_iter().zip(kinds).enumerate() {
+                let key = Self::key(seed, slot, 1 + b as u32);
+                slot.buffers[b] = match kind {
+                    BufKind::F32 => StateBuf::F32(v),
+                    kind => StateBuf::from_f32(kind, &v, Some(key)),
+                };
             }
         }
     }
@@ -533,6 +856,7 @@ impl<K: Kernel> Engine<K> {
         params: &mut [Param<'_>],
         exchange: Option<&mut dyn NormExchange>,
     ) -> Result<()> {
+        let seed = self.rounding_seed;
         let Engine {
             groups,
             slots,
@@ -544,13 +868,13 @@ impl<K: Kernel> Engine<K> {
         scratch.lens.clear();
         let mut blocks = 0usize;
         for (p, &i) in params.iter_mut().zip(&scratch.order) {
-            let Some(GradData::F32(g)) = p.grad else {
+            let Some(grad) = p.grad else {
                 continue;
             };
-            let ParamData::F32(value) = &mut p.value;
             let slot = &mut slots[i];
             let group = &groups[slot.group];
-            let fresh = Self::ensure_state(slot, &group.config);
+            let precision = group.precision;
+            let fresh = Self::ensure_state(slot, &group.config, &precision);
             slot.step += 1;
             let ctx = StepCtx {
                 shape: &slot.spec.shape,
@@ -560,21 +884,72 @@ impl<K: Kernel> Engine<K> {
                 fresh,
             };
             let s = K::scalars(&group.config, &ctx, &mut slot.scalars);
+            let len = p.value.len();
+            let whole = K::STEP == StepKind::WholeTensor;
+            let mut conv = Conv::default();
+            let mut stochastic = false;
+            let low = match &mut p.value {
+                ParamData::F32(_) => None,
+                ParamData::BF16(v) => Some(Low::BF16(v.as_mut_ptr())),
+                ParamData::F16(v) => Some(Low::F16(v.as_mut_ptr())),
+            };
+            let pptr = match (low, &mut p.value) {
+                (None, ParamData::F32(v)) => {
+                    slot.master = None;
+                    v.as_mut_ptr()
+                }
+                (_, value) => {
+                    conv.low = low;
+                    if precision.master_weights {
+                        conv.master = true;
+                        let master = slot.master.get_or_insert_with(|| value.to_f32_vec());
+                        master.as_mut_ptr()
+                    } else {
+                        slot.master = None;
+                        stochastic = true;
+                        if whole {
+                            slot.scratch_p.resize(len, 0.0);
+                            slot.scratch_p.as_mut_ptr()
+                        } else {
+                            std::ptr::null_mut()
+                        }
+                    }
+                }
+            };
+            let gptr = match grad {
+                GradData::F32(g) => g.as_ptr(),
+                GradData::BF16(g) => {
+                    conv.grad = Some(LowGrad::BF16(g.as_ptr()));
+                    Self::grad_scratch(slot, whole, len)
+                }
+                GradData::F16(g) => {
+                    conv.grad = Some(LowGrad::F16(g.as_ptr()));
+                    Self::grad_scratch(slot, whole, len)
+                }
+            };
             let mut st = [std::ptr::null_mut(); 3];
             let mut st_len = [0usize; 3];
-            for ((dst, n), buf) in st
-                .iter_mut()
-                .zip(st_len.iter_mut())
-                .zip(slot.buffers.iter_mut())
-            {
-                let buf = buf.as_f32_mut().expect("f32 state");
-                *dst = buf.as_mut_ptr();
-                *n = buf.len();
+            for (b, buf) in slot.buffers.iter_mut().enumerate().take(3) {
+                st_len[b] = buf.len();
+                match buf.low() {
+                    Some(low) => {
+                        conv.state[b] = Some(low);
+                        conv.lossy = true;
+                        stochastic |=
+                            matches!(low, LowState::BF16(_, crate::storage::Rounding::Stochastic));
+                    }
+                    None => st[b] = buf.as_f32_mut().expect("f32 state").as_mut_ptr(),
+                }
             }
-            let len = value.len();
+            conv.plain = conv.low.is_none() && conv.grad.is_none() && !conv.lossy;
+            if stochastic {
+                for (k, key) in conv.keys.iter_mut().enumerate() {
+                    *key = Self::key(seed, slot, k as u32);
+                }
+            }
             scratch.jobs.push(Job {
-                p: value.as_mut_ptr(),
-                g: g.as_ptr(),
+                p: pptr,
+                g: gptr,
                 st,
                 st_len,
                 nbuf: slot.buffers.len(),
@@ -582,6 +957,7 @@ impl<K: Kernel> Engine<K> {
                 slot: i,
                 block0: blocks,
                 s,
+                conv,
             });
             scratch.lens.push(len);
             blocks += len.div_ceil(BLOCK);
@@ -639,6 +1015,17 @@ impl<K: Kernel> Engine<K> {
             }
         });
         Ok(())
+    }
+
+    /// Where a bf16/f16 gradient goes: nowhere for the tiled paths (null: loaded tile by
+    /// tile), the slot's scratch for a whole-tensor kernel.
+    fn grad_scratch(slot: &mut Slot, whole: bool, len: usize) -> *const f32 {
+        if whole {
+            slot.scratch_g.resize(len, 0.0);
+            slot.scratch_g.as_ptr()
+        } else {
+            std::ptr::null()
+        }
     }
 }
 
@@ -710,6 +1097,14 @@ impl<K: Kernel> dispatch::Body for WholeTensor<'_, K> {
     #[inline(always)]
     unsafe fn run(&self) {
         let job = self.job;
+        let c = &job.conv;
+        // bf16/f16 streams go through the slot's f32 scratch (or the master weights).
+        if let Some(grad) = c.grad {
+            grad.load(0, std::slice::from_raw_parts_mut(job.g.cast_mut(), job.len));
+        }
+        if let (Some(low), false) = (c.low, c.master) {
+            low.load(0, std::slice::from_raw_parts_mut(job.p, job.len));
+        }
         let p = std::slice::from_raw_parts_mut(job.p, job.len);
         let g = std::slice::from_raw_parts(job.g, job.len);
         let mut st: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
@@ -717,26 +1112,29 @@ impl<K: Kernel> dispatch::Body for WholeTensor<'_, K> {
             *dst = std::slice::from_raw_parts_mut(job.st[b], job.st_len[b]);
         }
         K::step_tensor(&job.s, self.shape, p, g, &mut st[..job.nbuf]);
+        if let Some(low) = c.low {
+            low.store(0, p, (!c.master).then_some(c.keys[0]));
+        }
     }
 }
 
 fn first_nonfinite<'a>(params: &'a [Param<'_>]) -> Option<&'a str> {
     params.iter().find_map(|p| {
-        let GradData::F32(g) = p.grad?;
-        let bad = if g.len() >= SERIAL_ELEMS {
-            g.par_chunks(BLOCK).any(|c| !all_finite(c))
-        } else {
-            !all_finite(g)
+        let g = p.grad?;
+        let bad = match g {
+            GradData::F32(g) if g.len() >= SERIAL_ELEMS => {
+                g.par_chunks(BLOCK).any(|c| !all_finite_f32(c))
+            }
+            GradData::BF16(g) if g.len() >= SERIAL_ELEMS => {
+                g.par_chunks(BLOCK).any(|c| !GradData::BF16(c).all_finite())
+            }
+            GradData::F16(g) if g.len() >= SERIAL_ELEMS => {
+                g.par_chunks(BLOCK).any(|c| !GradData::F16(c).all_finite())
+            }
+            other => !other.all_finite(),
         };
         bad.then_some(p.name)
     })
-}
-
-/// Branch-free (vectorisable) finiteness test.
-fn all_finite(x: &[f32]) -> bool {
-    x.iter().fold(0u32, |acc, v| {
-        acc | ((v.to_bits() & 0x7f80_0000 == 0x7f80_0000) as u32)
-    }) == 0
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -821,30 +1219,43 @@ unsafe fn segments_body<K: Kernel>(
     segs: &[Segment],
     sums: *mut [f64; 2],
 ) {
+    if segs.iter().any(|seg| !jobs[seg.job].conv.plain) {
+        return tiles::segments_tiled::<K>(pass, jobs, segs, sums);
+    }
     for seg in segs {
-        let job = &jobs[seg.job];
-        match pass {
-            Pass::Update => {
-                if K::STEP == StepKind::TwoPass && job.len <= SMALL_TENSOR {
-                    continue; // stepped whole in the first pass
-                }
-                let (p, g, st) = view(job, seg.start, seg.end - seg.start);
-                K::update(&job.s, p, g, st);
+        plain_segment::<K>(pass, &jobs[seg.job], seg, sums);
+    }
+}
+
+/// One segment of an all-`f32` job: the kernel on the caller's and the slot's buffers.
+#[inline(always)]
+unsafe fn plain_segment<K: Kernel>(
+    pass: Pass,
+    job: &Job<K::Scalars>,
+    seg: &Segment,
+    sums: *mut [f64; 2],
+) {
+    match pass {
+        Pass::Update => {
+            if K::STEP == StepKind::TwoPass && job.len <= SMALL_TENSOR {
+                return; // stepped whole in the first pass
             }
-            Pass::Norms => {
-                let mut off = seg.start;
-                while off < seg.end {
-                    let end = (off + BLOCK).min(seg.end);
-                    let (p, g, st) = view(job, off, end - off);
-                    if job.len <= SMALL_TENSOR {
-                        // A small tensor is never split: this block is all of it, and its
-                        // norms are known at once, so it takes both passes here.
-                        K::step_small(&job.s, p, g, st);
-                    } else {
-                        *sums.add(job.block0 + off / BLOCK) = K::pass1(&job.s, p, g, st);
-                    }
-                    off = end;
+            let (p, g, st) = view(job, seg.start, seg.end - seg.start);
+            K::update(&job.s, p, g, st);
+        }
+        Pass::Norms => {
+            let mut off = seg.start;
+            while off < seg.end {
+                let end = (off + BLOCK).min(seg.end);
+                let (p, g, st) = view(job, off, end - off);
+                if job.len <= SMALL_TENSOR {
+                    // A small tensor is never split: this block is all of it, and its
+                    // norms are known at once, so it takes both passes here.
+                    K::step_small(&job.s, p, g, st);
+                } else {
+                    *sums.add(job.block0 + off / BLOCK) = K::pass1(&job.s, p, g, st);
                 }
+                off = end;
             }
         }
     }
@@ -856,8 +1267,13 @@ mod tests {
 
     #[test]
     fn finiteness_test_finds_nan_and_inf() {
-        assert!(all_finite(&[0.0, -1.0, f32::MAX, f32::MIN_POSITIVE / 2.0]));
-        assert!(!all_finite(&[0.0, f32::NAN]));
-        assert!(!all_finite(&[f32::NEG_INFINITY]));
+        assert!(all_finite_f32(&[
+            0.0,
+            -1.0,
+            f32::MAX,
+            f32::MIN_POSITIVE / 2.0
+        ]));
+        assert!(!all_finite_f32(&[0.0, f32::NAN]));
+        assert!(!all_finite_f32(&[f32::NEG_INFINITY]));
     }
 }

@@ -105,6 +105,14 @@ pub trait Kernel: Send + Sync + 'static {
     fn initial_value(_cfg: &Self::Config, _buffer: usize) -> f32 {
         0.0
     }
+    /// Whether state buffer `buffer` can be negative, which picks its map when the group
+    /// stores state in 8 or 4 bits ([`crate::storage`]). The default goes by the buffer's name
+    /// ([`storage::default_sign`](crate::storage::default_sign): the second moments
+    /// `exp_avg_sq`, `max_exp_avg_sq`, `exp_inf` and `acc_delta` are non-negative). A new
+    /// optimizer whose non-negative buffer has another name overrides this (one line).
+    fn buffer_sign(cfg: &Self::Config, buffer: usize) -> crate::storage::Sign {
+        crate::storage::default_sign(Self::buffers(cfg)[buffer])
+    }
     /// Names and initial values of per-parameter scalar state (NAdam's `mu_product`).
     fn scalar_state(_cfg: &Self::Config) -> &'static [(&'static str, f32)] {
         &[]

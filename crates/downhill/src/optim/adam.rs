@@ -73,6 +73,13 @@ crate::optimizer_config! {
 /// - ε is added after dividing `√v` by `√c2`, as in PyTorch; optax computes
 ///   `m̂ / (√(v̂ + ε_root) + ε)`, mathematically equal for `ε_root = 0` but rounded differently.
 /// - `torch.maximum` propagates NaN in AMSGrad's maximum; `f32::max` here ignores a NaN operand.
+///
+/// # Differences from bitsandbytes (8-bit state, [`crate::storage`])
+/// - bitsandbytes' `Adam8bit` decays the weights (`p *= 1 - lr·wd`, AdamW's rule) for any
+///   `weight_decay`; here `weight_decay` is PyTorch's L2 term unless
+///   `decoupled_weight_decay = true`, which is bitsandbytes' rule (the goldens pair them so).
+/// - bitsandbytes' CUDA kernel decays after the update, its CPU backend (and downhill) before.
+/// - bitsandbytes has no 8-bit AMSGrad; here `max_exp_avg_sq` takes the unsigned map too.
 pub type Adam = Engine<AdamKernel>;
 
 /// The math of [`Adam`].
