@@ -174,7 +174,7 @@ fn to_le_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn crc(tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>) -> String {
+pub(crate) fn crc(tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>) -> String {
     let mut h = crc32fast::Hasher::new();
     for (name, (_, bytes)) in tensors {
         h.update(name.as_bytes());

@@ -96,6 +96,8 @@ pub mod checkpoint;
 pub mod clip;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hparams;
 pub mod kernel;
 pub mod optim;

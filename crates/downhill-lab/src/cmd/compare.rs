@@ -120,7 +120,12 @@ pub fn run_compare(args: &CompareArgs) -> Result<Summary> {
     if !quiet {
         eprintln!("data: {}", data.description);
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| LabError::io(&args.out, e))?;
+    // Flags are checked before the folder is made; then the finished runs of a failed
+    // comparison are kept and the folder stays marked incomplete.
+    for (opt, _) in &configs {
+        args.common.train_options(opt.name)?;
+    }
+    let write = crate::run::FolderWrite::begin(&args.out, false)?;
 
     let mut runs = Vec::with_capacity(configs.len());
     let mut run_dirs: Vec<PathBuf> = Vec::with_capacity(configs.len());
@@ -160,6 +165,7 @@ pub fn run_compare(args: &CompareArgs) -> Result<Summary> {
     summary.write(&args.out)?;
     plot::plot_compare(&args.out, &run_dirs)?;
     report::write_compare_index(&args.out, &summary, &command)?;
+    write.finish()?;
     print_table(&summary, &args.out);
     Ok(summary)
 }

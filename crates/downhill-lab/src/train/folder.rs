@@ -66,6 +66,9 @@ pub fn training_record(opts: &TrainOptions) -> TrainingConfig {
 /// Train, write `dir/config.json` and `dir/metrics.csv`, draw the plots
 /// ([`plot::plot_run`]) and summarise; `RunSummary::run_dir` is `dir`'s last component.
 pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
+    // Marked incomplete before training, so that an unwritable folder fails at once and a
+    // failure part-way never leaves a folder that looks complete.
+    let write = run::FolderWrite::begin(&req.dir, true)?;
     let result = train_with_config(&req.spec, &req.config, data, &req.opts)?;
     let config = RunConfig {
         format_version: FORMAT_VERSION,
@@ -94,6 +97,7 @@ pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
     };
     run::write_run_with_training(&req.dir, &config, &training, &result.metrics)?;
     plot::plot_run(&req.dir)?;
+    write.finish()?;
     let name = req
         .dir
         .file_name()
