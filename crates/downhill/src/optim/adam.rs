@@ -198,7 +198,7 @@ fn adam_body<const AMS: bool, const L2: bool, const DECAY: bool, const HI: bool>
 pub(crate) fn adam_update(s: &AdamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
     let [m, v, vmax] = st;
     monomorphise!(
-        adam_body[s.amsgrad, s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v, vmax)
+        adam_body[s.amsgrad, s.mo.grad.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v, vmax)
     )
 }
 
