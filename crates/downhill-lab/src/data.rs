@@ -134,6 +134,12 @@ pub enum DataSource {
 /// Read the whole file, gunzipping it if it starts with the gzip magic `1f 8b`.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = fs::read(path).map_err(|e| LabError::io(path, e))?;
+    decode_maybe_gz(raw, path)
+}
+
+/// The bytes of a file read whole, gunzipped if they start with the gzip magic `1f 8b`.
+/// `path` is only used in error messages.
+pub fn decode_maybe_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::MultiGzDecoder::new(&raw[..])
@@ -226,8 +232,13 @@ fn describe_magic(magic: u32) -> &'static str {
 
 /// Read an IDX3 image file (raw or gzip): returns `(pixels, count, rows, cols)`.
 pub fn read_images(path: &Path) -> Result<(Vec<u8>, usize, usize, usize)> {
-    let bytes = read_maybe_gz(path)?;
-    let (dims, data) = parse_idx(&bytes, IDX3_UBYTE_MAGIC, path)?;
+    parse_images(&read_maybe_gz(path)?, path)
+}
+
+/// The images of an IDX3 file's (gunzipped) bytes: `(pixels, count, rows, cols)`. `path` is
+/// only used in error messages.
+pub fn parse_images(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, usize, usize, usize)> {
+    let (dims, data) = parse_idx(bytes, IDX3_UBYTE_MAGIC, path)?;
     if dims[1] == 0 || dims[2] == 0 {
         return Err(LabError::data(
             path,
@@ -239,8 +250,13 @@ pub fn read_images(path: &Path) -> Result<(Vec<u8>, usize, usize, usize)> {
 
 /// Read an IDX1 label file (raw or gzip); every label must be in `0..=9`.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gz(path)?;
-    let (_, data) = parse_idx(&bytes, IDX1_UBYTE_MAGIC, path)?;
+    parse_labels(&read_maybe_gz(path)?, path)
+}
+
+/// The labels of an IDX1 file's (gunzipped) bytes; every label must be in `0..=9`. `path` is
+/// only used in error messages.
+pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
+    let (_, data) = parse_idx(bytes, IDX1_UBYTE_MAGIC, path)?;
     if let Some(i) = data.iter().position(|&l| usize::from(l) >= NUM_CLASSES) {
         return Err(LabError::data(
             path,

@@ -114,15 +114,24 @@ impl LabError {
     }
 }
 
+/// An invalid hyperparameter is a configuration error (exit code 2), whoever reports it.
 impl From<downhill::Error> for LabError {
     fn from(err: downhill::Error) -> Self {
-        LabError::new(LabErrorKind::Optimizer, err.to_string()).with_source(err)
+        let kind = match err.kind() {
+            downhill::ErrorKind::InvalidConfig => LabErrorKind::Config,
+            _ => LabErrorKind::Optimizer,
+        };
+        LabError::new(kind, err.to_string()).with_source(err)
     }
 }
 
 impl From<downhill_candle::Error> for LabError {
     fn from(err: downhill_candle::Error) -> Self {
-        LabError::new(LabErrorKind::Optimizer, err.to_string()).with_source(err)
+        let kind = match err.kind() {
+            downhill_candle::ErrorKind::Config => LabErrorKind::Config,
+            _ => LabErrorKind::Optimizer,
+        };
+        LabError::new(kind, err.to_string()).with_source(err)
     }
 }
 

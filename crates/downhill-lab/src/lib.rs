@@ -27,6 +27,8 @@ pub mod args;
 pub mod cmd;
 pub mod data;
 pub mod experiments;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod landscape;
 pub mod models;
 pub mod optimizers;

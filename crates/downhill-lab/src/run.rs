@@ -435,6 +435,76 @@ pub fn read_run(dir: &Path) -> Result<(RunConfig, Metrics)> {
     ))
 }
 
+/// The file that marks a run (or comparison) folder as incomplete while it is written: it is
+/// created before anything else and removed once every file is in place, so a folder whose run
+/// failed part-way (a full disk, an unwritable file, a crash) says so. `downhill plot` refuses
+/// such a folder ([`ensure_complete`]).
+pub const INCOMPLETE_FILE: &str = "INCOMPLETE";
+
+/// A run folder being written: [`FolderWrite::begin`] marks it incomplete, [`FolderWrite::finish`]
+/// removes the mark. Dropped unfinished (an error), a folder that `begin` created is removed
+/// when it was asked to; otherwise the mark stays.
+#[derive(Debug)]
+pub struct FolderWrite {
+    dir: std::path::PathBuf,
+    remove_if_created: bool,
+    created: bool,
+    done: bool,
+}
+
+impl FolderWrite {
+    /// Creates `dir` (and its parents) if needed and writes its [`INCOMPLETE_FILE`]. With
+    /// `remove_if_created`, a failure before [`FolderWrite::finish`] removes the folder again
+    /// when this call created it.
+    pub fn begin(dir: &Path, remove_if_created: bool) -> Result<FolderWrite> {
+        let created = !dir.exists();
+        fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
+        let marker = dir.join(INCOMPLETE_FILE);
+        fs::write(
+            &marker,
+            "This folder is being written, or the command that wrote it failed: its files are \
+             not a complete run.\n",
+        )
+        .map_err(|e| LabError::io(&marker, e))?;
+        Ok(FolderWrite {
+            dir: dir.to_owned(),
+            remove_if_created,
+            created,
+            done: false,
+        })
+    }
+
+    /// Every file is written: removes the mark.
+    pub fn finish(mut self) -> Result<()> {
+        let marker = self.dir.join(INCOMPLETE_FILE);
+        fs::remove_file(&marker).map_err(|e| LabError::io(&marker, e))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for FolderWrite {
+    fn drop(&mut self) {
+        if !self.done && self.created && self.remove_if_created {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// An error naming `dir` if it carries the [`INCOMPLETE_FILE`] mark.
+pub fn ensure_complete(dir: &Path) -> Result<()> {
+    if dir.join(INCOMPLETE_FILE).exists() {
+        return Err(LabError::data(
+            dir,
+            format!(
+                "incomplete run folder (it has an {INCOMPLETE_FILE} file: the command that \
+                 wrote it failed or is still running); run it again"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `summary.json` of a comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {

@@ -238,7 +238,10 @@ fn buffer_tensors(tensors: &mut Tensors, key: String, shape: Vec<usize>, buf: &S
     }
 }
 
-fn crc(tensors: &Tensors) -> String {
+/// The tensors of a checkpoint as [`crc`] sums them (for the fuzz targets).
+pub(crate) type CheckpointTensors = Tensors;
+
+pub(crate) fn crc(tensors: &Tensors) -> String {
     let mut h = crc32fast::Hasher::new();
     for (name, (_, _, bytes)) in tensors {
         h.update(name.as_bytes());

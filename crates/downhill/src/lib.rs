@@ -97,6 +97,8 @@ pub mod clip;
 pub mod dist;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hparams;
 pub mod kernel;
 pub mod loss_scale;

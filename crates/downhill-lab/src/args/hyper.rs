@@ -81,7 +81,8 @@ fn arg(info: &'static HyperparamInfo) -> Arg {
     match info.kind {
         HyperKind::Number => arg
             .value_parser(clap::value_parser!(f64))
-            .allow_negative_numbers(true)
+            // Not only allow_negative_numbers: that misreads `-1e-8` as flags.
+            .allow_hyphen_values(true)
             .value_name("VALUE"),
         HyperKind::Integer => arg.value_parser(clap::value_parser!(u64)).value_name("N"),
         HyperKind::Pair => arg

@@ -25,10 +25,10 @@ pub struct LandscapeArgs {
     #[arg(long, default_value = "out/landscape")]
     pub out: PathBuf,
     /// One learning rate for every optimizer instead of the per-optimizer search.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub lr: Option<f64>,
     /// Clip each gradient to this Euclidean norm first (jettify's visualisation uses 1.0).
-    #[arg(long, value_name = "MAX_NORM")]
+    #[arg(long, value_name = "MAX_NORM", allow_hyphen_values = true)]
     pub clip_grad_norm: Option<f32>,
     /// Start point `X,Y` instead of the documented one (only with a single --function).
     #[arg(long, value_parser = parse_pair, allow_hyphen_values = true, value_name = "X,Y")]

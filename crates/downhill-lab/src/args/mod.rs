@@ -51,9 +51,17 @@ pub use trace::TraceArgs;
 pub use train::TrainArgs;
 pub use training::{NonFiniteArg, TrainingArgs};
 
+/// The exit codes, as `downhill --help` prints them (README "Exit codes").
+pub const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  the command failed: a file or folder could not be read or written, a data file or
+     checkpoint is malformed, training or plotting failed
+  2  bad usage or configuration: an unknown flag, a value that does not parse or is out of
+     range (the error line names the flag or field and the value)";
+
 /// `downhill`: train MNIST models with PyTorch-exact optimizers, compare them, plot them.
 #[derive(Debug, Parser)]
-#[command(name = "downhill", version, about, long_about = None)]
+#[command(name = "downhill", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -17,7 +17,12 @@ pub struct ScheduleArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub steps: u64,
     /// Base learning rate (1 plots the multiplier).
-    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "X",
+        default_value_t = 1.0,
+        allow_hyphen_values = true
+    )]
     pub base_lr: f64,
     /// Output folder for schedule.png and schedule.svg; default runs/schedule (no plot with
     /// --json unless given).

@@ -23,7 +23,7 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
     /// Clip each gradient to this Euclidean norm first (torch.nn.utils.clip_grad_norm_).
-    #[arg(long, value_name = "MAX_NORM")]
+    #[arg(long, value_name = "MAX_NORM", allow_hyphen_values = true)]
     pub clip_grad_norm: Option<f32>,
     /// Hyperparameters (PyTorch keyword names).
     #[command(flatten)]

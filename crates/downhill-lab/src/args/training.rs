@@ -56,13 +56,13 @@ pub struct TrainingArgs {
     #[arg(long, value_name = "SPEC")]
     pub plateau: Option<String>,
     /// Clip the gradients to a global L2 norm of at most X before each step.
-    #[arg(long, value_name = "X", group = "clipping")]
+    #[arg(long, value_name = "X", group = "clipping", allow_hyphen_values = true)]
     pub clip_global_norm: Option<f64>,
     /// Clamp every gradient element to [-X, X] before each step.
-    #[arg(long, value_name = "X", group = "clipping")]
+    #[arg(long, value_name = "X", group = "clipping", allow_hyphen_values = true)]
     pub clip_value: Option<f32>,
     /// Clip each gradient tensor to an L2 norm of at most X before each step.
-    #[arg(long, value_name = "X", group = "clipping")]
+    #[arg(long, value_name = "X", group = "clipping", allow_hyphen_values = true)]
     pub clip_per_tensor_norm: Option<f64>,
     /// What a step does with NaN or infinite gradients.
     #[arg(long, value_enum, default_value_t = NonFiniteArg::Apply)]

@@ -126,9 +126,17 @@ pub fn run_compare(args: &CompareArgs) -> Result<Summary> {
     if !quiet {
         eprintln!("data: {}", data.description);
     }
-    if root {
-        std::fs::create_dir_all(&args.out).map_err(|e| LabError::io(&args.out, e))?;
+    // Flags are checked before the folder is made; then the finished runs of a failed
+    // comparison are kept and the folder stays marked incomplete. In a data-parallel run
+    // rank 0 alone writes it.
+    for (opt, _) in &configs {
+        args.common.train_options(opt.name)?;
     }
+    let write = if root {
+        Some(crate::run::FolderWrite::begin(&args.out, false)?)
+    } else {
+        None
+    };
 
     let mut runs = Vec::with_capacity(configs.len());
     let mut run_dirs: Vec<PathBuf> = Vec::with_capacity(configs.len());
@@ -169,10 +177,11 @@ pub fn run_compare(args: &CompareArgs) -> Result<Summary> {
         command: command.clone(),
         runs,
     };
-    if root {
+    if let Some(write) = write {
         summary.write(&args.out)?;
         plot::plot_compare(&args.out, &run_dirs)?;
         report::write_compare_index(&args.out, &summary, &command)?;
+        write.finish()?;
         print_table(&summary, &args.out);
     }
     Ok(summary)

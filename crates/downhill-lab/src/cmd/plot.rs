@@ -7,6 +7,7 @@ use crate::Result;
 /// Run `downhill plot`: [`plot_run`] on every run folder given.
 pub fn run_plot(args: &PlotArgs) -> Result<()> {
     for dir in &args.run_dirs {
+        crate::run::ensure_complete(dir)?;
         plot_run(dir)?;
     }
     Ok(())

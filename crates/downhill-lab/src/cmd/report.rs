@@ -23,6 +23,23 @@ use crate::Result;
 /// Run `downhill report`; returns the path of `index.html`.
 pub fn run_report(args: &ReportArgs) -> Result<PathBuf> {
     let started = Instant::now();
+    for name in &args.only {
+        if name != "landscape"
+            && !experiments::in_report_order()
+                .iter()
+                .any(|e| e.name == name)
+        {
+            let known: Vec<&str> = experiments::in_report_order()
+                .iter()
+                .map(|e| e.name)
+                .chain(["landscape"])
+                .collect();
+            return Err(crate::LabError::config(format!(
+                "--only {name:?}: no such section (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| crate::LabError::io(&args.out, e))?;
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let mut sections = Vec::new();

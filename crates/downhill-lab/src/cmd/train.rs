@@ -130,7 +130,7 @@ mod tests {
     fn unknown_hyperparameter_for_the_optimizer_is_a_config_error() {
         let args = train_args(&["--optimizer", "sgd", "--betas", "0.9,0.99"]);
         let err = run_train(&args).unwrap_err();
-        assert_eq!(err.kind(), crate::LabErrorKind::Optimizer);
+        assert_eq!(err.kind(), crate::LabErrorKind::Config);
         assert!(err.to_string().contains("betas"), "{err}");
     }
 

@@ -33,6 +33,13 @@ pub fn trajectory(
     steps: usize,
     clip: Option<f32>,
 ) -> Result<Vec<[f32; 2]>> {
+    if let Some(max_norm) = clip {
+        if !(max_norm.is_finite() && max_norm >= 0.0) {
+            return Err(crate::LabError::config(format!(
+                "--clip-grad-norm must be finite and >= 0, got {max_norm}"
+            )));
+        }
+    }
     let mut opt =
         OptimizerConfig::from_hparams(optimizer, hp)?.build(vec![ParamSpec::new("xy", 2)])?;
     let mut xy = start;

@@ -58,6 +58,16 @@ pub(super) struct Resumed {
     pub metrics: Metrics,
 }
 
+/// `err` with `path` in front of its message, unless the message names it already.
+fn with_path(err: LabError, path: &Path) -> LabError {
+    let shown = path.display().to_string();
+    if err.message().contains(&shown) {
+        err
+    } else {
+        err.context(shown)
+    }
+}
+
 /// Load `dir` (a checkpoint folder) into `model` and `optimizer`.
 pub(super) fn load_checkpoint(
     dir: &Path,
@@ -65,7 +75,8 @@ pub(super) fn load_checkpoint(
     optimizer: &mut CandleOptimizer,
 ) -> Result<Resumed> {
     let model_path = dir.join(CHECKPOINT_MODEL);
-    let tensors = candle_core::safetensors::load(&model_path, &Device::Cpu)?;
+    let tensors = candle_core::safetensors::load(&model_path, &Device::Cpu)
+        .map_err(|e| with_path(LabError::from(e), &model_path))?;
     for (name, var) in model.vars() {
         let t = tensors.get(name).ok_or_else(|| {
             LabError::data(&model_path, format!("no tensor {name:?} in the checkpoint"))
@@ -83,7 +94,9 @@ pub(super) fn load_checkpoint(
         var.set(t)?;
     }
     let opt_path = dir.join(CHECKPOINT_OPTIMIZER);
-    optimizer.load(&opt_path)?;
+    optimizer
+        .load(&opt_path)
+        .map_err(|e| with_path(LabError::from(e), &opt_path))?;
     let record = optimizer
         .optimizer()
         .record::<TrainerRecord>()

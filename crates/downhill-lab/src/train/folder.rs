@@ -112,6 +112,13 @@ pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
         }
     }
     let _lock = lock.transpose()?;
+    // Marked incomplete before training, so that an unwritable folder fails at once and a
+    // failure part-way never leaves a folder that looks complete (dropped before the lock).
+    let write = if dp.is_none_or(|dp| dp.is_root()) {
+        Some(run::FolderWrite::begin(&req.dir, true)?)
+    } else {
+        None
+    };
     let result = train_with_config(&req.spec, &req.config, data, &req.opts)?;
     let config = RunConfig {
         format_version: FORMAT_VERSION,
@@ -156,14 +163,10 @@ pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
         ..training_record(&req.opts)
     };
     // In a data-parallel run rank 0 writes the folder.
-    if req
-        .opts
-        .data_parallel
-        .as_ref()
-        .is_none_or(|dp| dp.is_root())
-    {
+    if let Some(write) = write {
         run::write_run_with_training(&req.dir, &config, &training, &result.metrics)?;
         plot::plot_run(&req.dir)?;
+        write.finish()?;
     }
     let name = req
         .dir

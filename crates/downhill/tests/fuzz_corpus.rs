@@ -1,0 +1,233 @@
+//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`) through the entries the fuzz
+//! targets call (`downhill::fuzzing`), on stable and without libFuzzer: every input that once
+//! reached new code must still end in an error or a success, never a panic. The corpora are
+//! minimised (`cargo fuzz cmin`); the whole replay takes well under a second.
+//!
+//! `write_seeds` (ignored) writes the seed inputs the corpora grew from into `fuzz/seeds/`:
+//! `cargo test --release -p downhill --test fuzz_corpus -- --ignored write_seeds`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use downhill::fuzzing;
+use downhill::schedule::{PlateauConfig, Schedule};
+use downhill::{Optimizer, OptimizerConfig, Param, REGISTRY};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+}
+
+/// Feeds every file of `fuzz/corpus/<target>` to `entry`; returns how many there were.
+fn replay(target: &str, entry: fn(&[u8])) -> usize {
+    let dir = fuzz_dir().join("corpus").join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
+    let start = Instant::now();
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let r = std::panic::catch_unwind(|| entry(&bytes));
+        assert!(r.is_ok(), "{target}: {} panicked", f.display());
+    }
+    // A bound on the corpus, not on the machine: a replay this slow means cmin was skipped.
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{target}: replay took {:?}",
+        start.elapsed()
+    );
+    files.len()
+}
+
+#[test]
+fn checkpoint_corpus_replays() {
+    replay("checkpoint", fuzzing::checkpoint);
+}
+
+#[test]
+fn checkpoint_fixed_crc_corpus_replays() {
+    replay("checkpoint_fixed_crc", fuzzing::checkpoint_fixed_crc);
+}
+
+#[test]
+fn schedule_text_corpus_replays() {
+    replay("schedule_text", fuzzing::schedule_text);
+}
+
+#[test]
+fn schedule_json_corpus_replays() {
+    replay("schedule_json", fuzzing::schedule_json);
+}
+
+#[test]
+fn hparams_corpus_replays() {
+    replay("hparams", fuzzing::hparams);
+}
+
+/// Schedule and plateau specs of every kind (from the parser's tests and docs).
+pub const SCHEDULE_SPECS: &[&str] = &[
+    "constant",
+    "step:size=30,gamma=0.1",
+    "multistep:milestones=30;60;80,gamma=0.5",
+    "exponential:gamma=0.99",
+    "exp:gamma=0.99",
+    "inverse-sqrt",
+    "linear:start=0.5,end=1,total=100",
+    "polynomial:total=100,power=2,end=0",
+    "poly:total=10_000,power=2",
+    "cosine:total=1000,min=0.01",
+    "cosine-restarts:t0=10,mult=2,min=0",
+    "sgdr:t0=10,mult=2",
+    "onecycle:total=1000",
+    "onecycle:total=100,pct=0.3,div=25,final-div=10000,anneal=cos,three-phase=true",
+    "wsd:warmup=100,stable=800,decay=100",
+    "wsd:warmup=1,stable=2,decay=3,shape=exp",
+    "warmup:steps=10,start=0,then=cosine:total=100,min=0.1",
+    "warmup:steps=10,then=warmup:steps=5,then=constant",
+    "warmup:steps=500,start=0.01,then=cosine:total=10000",
+    "{\"kind\":\"step\",\"step_size\":10,\"gamma\":0.5}",
+    "plateau:factor=0.5,patience=1",
+    "plateau:mode=max,factor=0.5,patience=3",
+    "plateau:mode=min,factor=0.1,patience=10,threshold=0.0001,threshold-mode=rel,cooldown=0,min=0,eps=1e-8",
+    "reduce-on-plateau:mode=max,threshold-mode=abs,cooldown=2,min=0.01,eps=0",
+    "cosine:total=10,mni=0.1",
+    "multistep:milestones=60;30",
+    "step:size=3,gamma=nan",
+];
+
+/// Steps `opt` twice over its parameters.
+fn step_twice(opt: &mut dyn Optimizer) {
+    let specs = opt.param_specs();
+    for k in 0..2 {
+        let mut data: Vec<Vec<f32>> = specs.iter().map(|s| vec![0.5; s.len()]).collect();
+        let grads: Vec<Vec<f32>> = specs
+            .iter()
+            .map(|s| (0..s.len()).map(|i| 0.1 * (i + k) as f32 - 0.2).collect())
+            .collect();
+        let mut params: Vec<Param<'_>> = specs
+            .iter()
+            .zip(data.iter_mut())
+            .zip(&grads)
+            .map(|((s, d), g)| Param::new(&s.name, &mut d[..], &g[..]))
+            .collect();
+        opt.step(&mut params).unwrap();
+    }
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+#[test]
+#[ignore = "writes fuzz/seeds/; run by hand before fuzzing"]
+fn write_seeds() {
+    let seeds = fuzz_dir().join("seeds");
+    // Checkpoints: every optimizer after two steps (one group, then two groups with a
+    // schedule), and the format-1 fixtures.
+    for entry in REGISTRY {
+        let config = OptimizerConfig::default_for(entry.name).unwrap();
+        let Ok(mut opt) = config.build(fuzzing::default_params()) else {
+            continue;
+        };
+        step_twice(opt.as_mut());
+        let bytes = opt.to_bytes().unwrap();
+        for t in ["checkpoint", "checkpoint_fixed_crc"] {
+            write(
+                &seeds.join(t),
+                &format!("{}.safetensors", entry.name),
+                &bytes,
+            );
+        }
+        let mut specs = fuzzing::default_params();
+        let b = specs.pop().unwrap();
+        if let Ok(mut two) = config.build_groups(vec![
+            (config.clone(), specs),
+            (config.with_lr(0.5).unwrap(), vec![b]),
+        ]) {
+            two.set_schedule(Some(Schedule::parse("cosine:total=10").unwrap()))
+                .unwrap();
+            step_twice(two.as_mut());
+            let bytes = two.to_bytes().unwrap();
+            for t in ["checkpoint", "checkpoint_fixed_crc"] {
+                write(
+                    &seeds.join(t),
+                    &format!("{}-groups.safetensors", entry.name),
+                    &bytes,
+                );
+            }
+        }
+        // Hyperparameters: every field at its default, as text lines and as JSON.
+        let mut text = format!("{}\n", entry.name);
+        for field in config.fields() {
+            let value = config.get(field.name).unwrap();
+            let v = match value {
+                downhill::hparams::HyperValue::Number(x) => format!("{x}"),
+                downhill::hparams::HyperValue::Pair(a, b) => format!("{a},{b}"),
+                downhill::hparams::HyperValue::Flag(f) => format!("{f}"),
+                downhill::hparams::HyperValue::Text(t) => t,
+            };
+            text.push_str(&format!("{}={v}\n", field.name));
+        }
+        write(
+            &seeds.join("hparams"),
+            &format!("{}.txt", entry.name),
+            text.as_bytes(),
+        );
+        let json = serde_json::to_vec(&config).unwrap();
+        write(
+            &seeds.join("hparams"),
+            &format!("{}.json", entry.name),
+            &json,
+        );
+    }
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/checkpoints/v1");
+    for f in std::fs::read_dir(v1).unwrap() {
+        let path = f.unwrap().path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let name = format!("v1-{}", path.file_name().unwrap().to_string_lossy());
+            let bytes = std::fs::read(&path).unwrap();
+            for t in ["checkpoint", "checkpoint_fixed_crc"] {
+                write(&seeds.join(t), &name, &bytes);
+            }
+        }
+    }
+    write(
+        &seeds.join("hparams"),
+        "lab.json",
+        br#"{"lr":0.01,"betas":[0.9,0.99],"weight_decay":0.1,"amsgrad":true}"#,
+    );
+    // Schedules: the specs as text, and every one that parses as JSON.
+    for (i, spec) in SCHEDULE_SPECS.iter().enumerate() {
+        write(
+            &seeds.join("schedule_text"),
+            &format!("{i:02}.txt"),
+            spec.as_bytes(),
+        );
+        if let Ok(s) = Schedule::parse(spec) {
+            let json = serde_json::to_vec(&s).unwrap();
+            write(&seeds.join("schedule_json"), &format!("{i:02}.json"), &json);
+        }
+        if let Ok(p) = PlateauConfig::parse(spec) {
+            let json = serde_json::to_vec(&p).unwrap();
+            write(
+                &seeds.join("schedule_json"),
+                &format!("{i:02}-plateau.json"),
+                &json,
+            );
+        }
+    }
+    let mut opt = OptimizerConfig::default_for("adam")
+        .unwrap()
+        .build(fuzzing::default_params())
+        .unwrap();
+    opt.set_schedule(Some(
+        Schedule::parse("warmup:steps=2,then=cosine:total=10").unwrap(),
+    ))
+    .unwrap();
+    step_twice(opt.as_mut());
+    let driver = serde_json::to_vec(opt.lr_driver()).unwrap();
+    write(&seeds.join("schedule_json"), "driver.json", &driver);
+}
