@@ -623,6 +623,12 @@ impl StateDict {
     /// must have state; otherwise use [`StateDict::load_into`] with an optimizer built for the
     /// model.
     pub fn to_snapshot(&self, names: Option<&[String]>) -> Result<Snapshot> {
+        self.to_snapshot_as(self.optimizer, names)
+    }
+
+    /// [`StateDict::to_snapshot`] as downhill's optimizer `name`: the file's own, or `adam`
+    /// for torch's AdamW (Adam with decoupled decay); any other name is a mismatch.
+    pub fn to_snapshot_as(&self, name: &str, names: Option<&[String]>) -> Result<Snapshot> {
         let total: usize = self.groups.iter().map(|g| g.params.len()).sum();
         if let Some(n) = names {
             if n.len() != total {
@@ -632,7 +638,7 @@ impl StateDict {
                 )));
             }
         }
-        let configs = self.configs(self.optimizer)?;
+        let configs = self.configs(name)?;
         let mut groups = Vec::with_capacity(self.groups.len());
         let mut k = 0;
         for (group, config) in self.groups.iter().zip(configs) {

@@ -6,7 +6,7 @@
 //! | [`common`] | model, data, epochs, batch size, seed, threads (`compare`, `train`) |
 //! | [`training`] | schedules, clipping, non-finite policy, accumulation, groups (`compare`, `train`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
-//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`schedule`], [`report`] | one subcommand each |
+//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`schedule`], [`convert`], [`report`] | one subcommand each |
 //! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
 //!
 //! [`Cli`] and its [`Command`] enum put them together. The second layer validates these flags
@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod common;
 pub mod compare;
+pub mod convert;
 pub mod experiment;
 pub mod hyper;
 pub mod landscape;
@@ -31,6 +32,7 @@ use clap::{Parser, Subcommand};
 pub use bench::BenchArgs;
 pub use common::{CommonArgs, ModelArg};
 pub use compare::CompareArgs;
+pub use convert::ConvertArgs;
 pub use experiment::{ExperimentArgs, ExperimentCommand};
 pub use hyper::HyperArgs;
 pub use landscape::LandscapeArgs;
@@ -70,6 +72,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Plot a learning-rate schedule over steps and print a few values.
     Schedule(ScheduleArgs),
+    /// Convert an optimizer checkpoint between torch.optim's .pt and downhill's .safetensors.
+    ConvertCheckpoint(ConvertArgs),
     /// One subcommand per experiment of the registry (`bias-correction`, ..., `paper`).
     #[command(flatten)]
     Experiment(ExperimentCommand),

@@ -10,6 +10,7 @@
 //! | `landscape` | [`landscape`] |
 //! | `bench` | [`bench`](mod@bench) |
 //! | `schedule` | [`schedule`] |
+//! | `convert-checkpoint` | [`convert`] |
 //! | `bias-correction`, `paper`, ... (every experiment) | [`experiment`] |
 //! | `report` | [`report`] |
 //!
@@ -18,6 +19,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod convert;
 pub mod experiment;
 pub mod landscape;
 pub mod plot;
@@ -40,6 +42,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Landscape(args) => landscape::run_landscape(&args).map(|_| ()),
         Command::Bench(args) => bench::run_bench(&args),
         Command::Schedule(args) => schedule::run_schedule(&args),
+        Command::ConvertCheckpoint(args) => convert::run_convert(&args).map(|_| ()),
         Command::Experiment(e) => experiment::run_experiment(&e).map(|_| ()),
         Command::Report(args) => report::run_report(&args).map(|_| ()),
     }
