@@ -167,6 +167,16 @@ impl Value {
         }
     }
 
+    /// Number of nodes in the value (for the copy budget of memo reads).
+    fn weight(&self) -> usize {
+        1 + match self {
+            Value::Tuple(v) | Value::List(v) => v.iter().map(Value::weight).sum(),
+            Value::Dict(v) => v.iter().map(|(k, x)| k.weight() + x.weight()).sum(),
+            Value::Tensor(t) => t.shape.len() + t.stride.len(),
+            _ => 0,
+        }
+    }
+
     /// The value under string key `key` of a dict.
     pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         match self {
@@ -187,6 +197,7 @@ pub(crate) fn read(data: &[u8]) -> Result<Value> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        budget: data.len().saturating_mul(16).saturating_add(4096),
     }
     .run()
 }
@@ -197,6 +208,10 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    /// Value nodes that memo reads and `DUP` may still copy: a pickle that reads a memoized
+    /// value into itself over and over (doubling its size each time) is an error, not an
+    /// exhausted memory.
+    budget: usize,
 }
 
 fn truncated() -> Error {
@@ -276,11 +291,25 @@ impl Machine<'_> {
         Ok(self.stack.split_off(mark))
     }
 
-    fn memo_get(&self, key: u32) -> Result<Value> {
-        self.memo
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| Error::format(format!("the pickle reads memo {key}, never stored")))
+    /// Charges `value`'s size to the copy budget.
+    fn spend(&mut self, value: &Value) -> Result<()> {
+        let w = value.weight();
+        self.budget = self.budget.checked_sub(w).ok_or_else(|| {
+            Error::format(
+                "the pickle copies memoized values into much more data than the file holds \
+                 (a decompression bomb?)",
+            )
+        })?;
+        Ok(())
+    }
+
+    fn memo_get(&mut self, key: u32) -> Result<Value> {
+        let v =
+            self.memo.get(&key).cloned().ok_or_else(|| {
+                Error::format(format!("the pickle reads memo {key}, never stored"))
+            })?;
+        self.spend(&v)?;
+        Ok(v)
     }
 
     fn memo_put(&mut self, key: u32) -> Result<()> {
@@ -524,6 +553,7 @@ impl Machine<'_> {
                 }
                 b'2' => {
                     let v = self.top()?.clone();
+                    self.spend(&v)?;
                     self.stack.push(v);
                 }
                 other => {
@@ -892,6 +922,19 @@ mod tests {
             let err = read(&bytes[..n]).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Format, "{n}: {err}");
         }
+    }
+
+    #[test]
+    fn a_pickle_that_doubles_a_memoized_value_runs_out_of_budget() {
+        // [] memo0, then 40 times: get0 get0 TUPLE2 memo0 (each a copy of twice the last).
+        let mut p = vec![0x80, 2, b']', b'q', 0];
+        for _ in 0..40 {
+            p.extend_from_slice(&[b'h', 0, b'h', 0, 0x86, b'q', 0]);
+        }
+        p.push(b'.');
+        let err = read(&p).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Format);
+        assert!(err.message().contains("bomb"), "{err}");
     }
 
     #[test]
