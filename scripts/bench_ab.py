@@ -33,13 +33,17 @@ DEFAULT_CASES = [
 ]
 
 
-def run(binary: str, opt: str, params: str, tensors: int, min_time_ms: int) -> float:
+def run(binary: str, opt: str, params: str, tensors: int, min_time_ms: int, threads: int,
+        median: bool) -> float:
     out = subprocess.run(
         [binary, "bench", "--optimizer", opt, "--params", params, "--tensors", str(tensors),
-         "--json", "--min-time-ms", str(min_time_ms)],
+         "--json", "--min-time-ms", str(min_time_ms), "--threads", str(threads)],
         check=True, capture_output=True, text=True,
     ).stdout
-    return json.loads(out)["mparams_per_s"]
+    got = json.loads(out)
+    if median:
+        return got["params"] / got["median_step_seconds"] / 1e6
+    return got["mparams_per_s"]
 
 
 def main() -> None:
@@ -48,6 +52,11 @@ def main() -> None:
     ap.add_argument("--b", required=True, help="candidate downhill binary")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time-ms", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2, help="rayon threads of both builds")
+    ap.add_argument("--median", action="store_true",
+                    help="rate from the median step time instead of the mean: steadier on a "
+                         "machine shared with other work (a step preempted by another process "
+                         "moves the mean, rarely the median)")
     ap.add_argument("--cases", help="comma-separated optimizer:params:tensors, e.g. adam:1e7:1")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = ap.parse_args()
@@ -61,7 +70,8 @@ def main() -> None:
             order = ("a", "b") if r % 2 == 0 else ("b", "a")
             got = {}
             for who in order:
-                got[who] = run(getattr(args, who), opt, params, tensors, args.min_time_ms)
+                got[who] = run(getattr(args, who), opt, params, tensors, args.min_time_ms,
+                                args.threads, args.median)
             a_all.append(got["a"])
             b_all.append(got["b"])
             ratios.append(got["b"] / got["a"])
@@ -72,6 +82,7 @@ def main() -> None:
     if args.markdown:
         print()
         print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {args.rounds} rounds, "
+              f"{args.threads} thread(s), rate from the {'median' if args.median else 'mean'} step, "
               f"A = `{args.a}`, B = `{args.b}`")
         print()
         print("| optimizer | shape | A Mparam/s (median) | B Mparam/s (median) | B/A median | B/A range |")

@@ -163,6 +163,8 @@ impl GradAccumulator {
 pub struct Accumulate<O: Optimizer + ?Sized = dyn Optimizer> {
     inner: Box<O>,
     acc: GradAccumulator,
+    /// Which parameters the current call named (reused across calls).
+    named: Vec<bool>,
 }
 
 impl<O: Optimizer + ?Sized> std::fmt::Debug for Accumulate<O> {
@@ -179,7 +181,8 @@ impl<O: Optimizer + ?Sized> Accumulate<O> {
     /// Wraps `inner`, stepping every `k >= 1` calls.
     pub fn new(inner: Box<O>, k: usize) -> Result<Self> {
         let acc = GradAccumulator::new(inner.param_specs(), k)?;
-        Ok(Accumulate { inner, acc })
+        let named = vec![false; acc.sums.len()];
+        Ok(Accumulate { inner, acc, named })
     }
 
     /// Micro-batches per step.
@@ -213,9 +216,16 @@ impl<O: Optimizer + ?Sized> Optimizer for Accumulate<O> {
 
     fn step(&mut self, params: &mut [Param<'_>]) -> Result<()> {
         // Check everything first, so that a bad call adds nothing.
-        let mut slots = Vec::with_capacity(params.len());
+        let mut slots: Vec<usize> = Vec::with_capacity(params.len());
+        self.named.fill(false);
         for p in params.iter() {
             let i = self.acc.index_of(p.name)?;
+            if std::mem::replace(&mut self.named[i], true) {
+                return Err(Error::param(
+                    p.name,
+                    format!("parameter '{}' appears twice in one step", p.name),
+                ));
+            }
             if let Some(g) = &p.grad {
                 let g = g.as_f32().ok_or_else(|| {
                     Error::shape(p.name, format!("gradient of '{}' is not f32", p.name))

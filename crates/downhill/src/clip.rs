@@ -489,7 +489,6 @@ impl<O: Optimizer + ?Sized> Optimizer for ClipGrads<O> {
 
     fn step(&mut self, params: &mut [Param<'_>]) -> Result<()> {
         let norm = self.clip_copies(params)?;
-        self.last_norm = Some(norm);
         let mut clipped: Vec<Param<'_>> = params
             .iter_mut()
             .zip(&self.bufs)
@@ -498,7 +497,16 @@ impl<O: Optimizer + ?Sized> Optimizer for ClipGrads<O> {
                 p.with_grad(grad)
             })
             .collect();
-        self.inner.step(&mut clipped)
+        let result = self.inner.step(&mut clipped);
+        // The norm is the step's: reported when the inner optimizer took the step or refused
+        // it for its gradients' sake (a non-finite norm under NonFinitePolicy::Error), not
+        // when the call itself was wrong (an unknown name, a wrong length).
+        match &result {
+            Ok(()) => self.last_norm = Some(norm),
+            Err(e) if e.kind() == ErrorKind::NonFinite => self.last_norm = Some(norm),
+            Err(_) => {}
+        }
+        result
     }
 
     fn last_grad_norm(&self) -> Option<f64> {
@@ -513,19 +521,7 @@ impl<O: Optimizer + ?Sized> Optimizer for ClipGrads<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random values in about [-1, 1] (xorshift).
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testkit::values;
 
     /// The documented reduction order, written out sequentially.
     fn reference_sum_squares(tensors: &[Vec<f32>]) -> f64 {
@@ -557,7 +553,7 @@ mod tests {
         [0usize, 1, 7, 4096, 5000, 70_001, 200_000]
             .iter()
             .enumerate()
-            .map(|(i, &n)| data(n, i as u64 + 1))
+            .map(|(i, &n)| values(i as u64 + 1, n))
             .collect()
     }
 
@@ -578,7 +574,7 @@ mod tests {
     #[test]
     fn norm_is_independent_of_thread_count() {
         let m = model();
-        let big = vec![data(1 << 20, 42)];
+        let big = vec![values(42, 1 << 20)];
         let mut results = Vec::new();
         for threads in [1, 2, 3, 8] {
             let pool = rayon::ThreadPoolBuilder::new()

@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Checkpoint,
     /// An operating-system I/O error.
     Io,
+    /// Another process holds the lock of a file or folder this one wants to write.
+    Locked,
 }
 
 /// The error type of every fallible operation in downhill.
@@ -92,6 +94,7 @@ impl fmt::Display for Error {
             ErrorKind::NonFinite => "non-finite gradient",
             ErrorKind::Checkpoint => "checkpoint error",
             ErrorKind::Io => "i/o error",
+            ErrorKind::Locked => "locked",
         };
         write!(f, "{prefix}: {}", self.message)
     }

@@ -83,6 +83,11 @@
 //! typed companion records), [`checkpoint`] (the file format), [`bench`](mod@bench) (step
 //! timing with a bandwidth probe). docs/ARCHITECTURE.md in the repository has the layout, the
 //! life of one step and how to add an optimizer.
+//!
+//! ## Features
+//!
+//! `testkit` (off by default): the test support the crate's own tests share (batteries,
+//! generated optimizer cases), not part of the stable API.
 #![warn(missing_docs)]
 
 pub mod accumulate;
@@ -99,6 +104,9 @@ mod param;
 pub mod registry;
 pub mod schedule;
 pub mod state;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod testkit;
 
 pub use engine::{Engine, Mode, NonFinitePolicy};
 #[doc(hidden)]

@@ -1,10 +1,23 @@
 //! Results are bit-identical for any thread count and chunk size, and the fast kernels agree
-//! with the reference implementations, for every optimizer and option combination.
+//! with the reference implementations, for every optimizer and option combination (the test
+//! kit's batteries over the cases generated from the registry).
 
-mod common;
-
-use common::Workload;
+use downhill::testkit::{cases, Battery, Workload};
 use downhill::Mode;
+
+#[test]
+fn every_thread_count_and_chunk_size_gives_the_same_bits() {
+    for case in cases() {
+        Battery::of_case(&case).assert_deterministic();
+    }
+}
+
+#[test]
+fn fast_kernels_agree_with_the_reference() {
+    for case in cases() {
+        Battery::of_case(&case).fast_matches_reference(50);
+    }
+}
 
 /// Lengths that cross reduction blocks and chunk boundaries, plus many small tensors.
 fn lens() -> Vec<usize> {
@@ -13,64 +26,21 @@ fn lens() -> Vec<usize> {
     l
 }
 
-fn run(
-    cfg: &downhill::OptimizerConfig,
-    threads: usize,
-    chunk: Option<usize>,
-    mode: Mode,
-) -> Vec<Vec<f32>> {
+/// The parameters after 4 single-threaded fast steps of the workload.
+fn run(cfg: &downhill::OptimizerConfig) -> Vec<Vec<f32>> {
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(1)
         .build()
         .unwrap();
     pool.install(|| {
         let mut work = Workload::new(&lens());
         let mut opt = cfg.build(work.specs()).unwrap();
-        opt.set_chunk_elems(chunk);
-        opt.set_mode(mode);
+        opt.set_mode(Mode::Fast);
         for _ in 0..4 {
             work.step(opt.as_mut());
         }
         work.params
     })
-}
-
-#[test]
-fn every_thread_count_and_chunk_size_gives_the_same_bits() {
-    for (label, cfg) in common::cases() {
-        let base = run(&cfg, 1, None, Mode::Fast);
-        for (threads, chunk) in [
-            (2, None),
-            (2, Some(4096)),
-            (3, Some(3 * 4096)),
-            (1, Some(8192)),
-        ] {
-            let other = run(&cfg, threads, chunk, Mode::Fast);
-            assert!(
-                base.iter()
-                    .zip(&other)
-                    .all(|(a, b)| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())),
-                "{label}: threads={threads} chunk={chunk:?} differs"
-            );
-        }
-    }
-}
-
-#[test]
-fn fast_kernels_agree_with_the_reference() {
-    for (label, cfg) in common::cases() {
-        let fast = run(&cfg, 2, None, Mode::Fast);
-        let reference = run(&cfg, 1, None, Mode::Reference);
-        for (a, b) in fast.iter().zip(&reference) {
-            for (x, y) in a.iter().zip(b) {
-                let e = (x - y).abs() as f64 / (y.abs() as f64).max(1e-6);
-                assert!(
-                    e <= 1e-6,
-                    "{label}: fast {x} vs reference {y} (rel err {e:.2e})"
-                );
-            }
-        }
-    }
 }
 
 #[test]
@@ -107,8 +77,8 @@ fn every_instruction_set_gives_the_same_bits() {
 #[test]
 fn isa_fingerprint() {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (_, cfg) in common::cases() {
-        for v in run(&cfg, 1, None, Mode::Fast) {
+    for case in cases() {
+        for v in run(&case.config) {
             for x in v {
                 h = (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3);
             }

@@ -2,23 +2,18 @@
 //! parameters and the state must be bit-identical, for every optimizer and option. Bad
 //! checkpoints give a clear error and leave the optimizer untouched.
 
-mod common;
-
-use common::Workload;
+use downhill::testkit::{cases, Case, Workload};
 use downhill::{ErrorKind, Optimizer, OptimizerConfig, ParamSpec};
 
 const LENS: &[usize] = &[1, 7, 37, 5000];
 
-fn bits(x: &[Vec<f32>]) -> Vec<Vec<u32>> {
-    x.iter()
-        .map(|v| v.iter().map(|f| f.to_bits()).collect())
-        .collect()
-}
-
 #[test]
 fn save_load_resumes_bit_identically_for_every_optimizer() {
     let dir = tempfile::tempdir().unwrap();
-    for (label, cfg) in common::cases() {
+    for Case {
+        label, config: cfg, ..
+    } in cases()
+    {
         let mut work = Workload::new(LENS);
         let mut opt = cfg.build(work.specs()).unwrap();
         for _ in 0..7 {
@@ -34,18 +29,10 @@ fn save_load_resumes_bit_identically_for_every_optimizer() {
             "{label}"
         );
 
-        let mut twin = Workload {
-            names: work.names.clone(),
-            params: work.params.clone(),
-            step: work.step,
-        };
+        let mut twin = work.clone();
         work.step(opt.as_mut());
         twin.step(fresh.as_mut());
-        assert_eq!(
-            bits(&work.params),
-            bits(&twin.params),
-            "{label}: params differ"
-        );
+        assert_eq!(work.bits(), twin.bits(), "{label}: params differ");
         assert!(
             opt.to_bytes().unwrap() == fresh.to_bytes().unwrap(),
             "{label}: state differs after the next step"

@@ -1,7 +1,10 @@
 //! Every validation rule: a bad value gives an `InvalidConfig` error naming the field, whose
 //! message names the value; bad parameters and gradients give errors, never panics.
 
-use downhill::{ErrorKind, Hyperparams, Optimizer, OptimizerConfig, Param, ParamSpec, SgdConfig};
+use downhill::hparams::{HyperKind, HyperValue};
+use downhill::{
+    ErrorKind, Hyperparams, Optimizer, OptimizerConfig, Param, ParamSpec, SgdConfig, REGISTRY,
+};
 
 fn rejects(name: &str, h: Hyperparams, field: &str, value: &str) {
     let err = OptimizerConfig::from_hparams(name, &h)
@@ -312,4 +315,57 @@ fn bad_parameters_are_errors_not_panics() {
     assert_eq!(err.field(), Some("lr"));
     let err = Optimizer::set_lr(&mut opt, 5, 0.1).unwrap_err();
     assert_eq!(err.field(), Some("group"));
+}
+
+/// Validation coverage for every optimizer, new ones included: no number field accepts a
+/// non-finite value, and the error names the field.
+#[test]
+fn every_number_field_of_every_optimizer_rejects_non_finite_values() {
+    for entry in REGISTRY {
+        for field in entry.fields {
+            let bad: Vec<HyperValue> = match field.kind {
+                HyperKind::Number => vec![f64::NAN.into(), f64::INFINITY.into()],
+                HyperKind::Pair => vec![(f64::NAN, 0.5).into(), (0.5, f64::NAN).into()],
+                _ => continue,
+            };
+            for value in bad {
+                let mut config = (entry.default)();
+                let err = config.set(field.name, &value).expect_err(&format!(
+                    "{}.{} must reject {value}",
+                    entry.name, field.name
+                ));
+                assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+                assert!(
+                    err.field().is_some_and(|f| f.starts_with(field.name)),
+                    "{}.{} = {value}: {err}",
+                    entry.name,
+                    field.name
+                );
+                assert_eq!(
+                    config,
+                    (entry.default)(),
+                    "a rejected value changes nothing"
+                );
+            }
+        }
+    }
+}
+
+/// Every generated case (every optimizer and option combination) is a valid config that
+/// survives JSON and is rebuilt equal from its hyperparameters by name.
+#[test]
+fn every_generated_case_round_trips_through_json_and_names() {
+    for case in downhill::testkit::cases() {
+        let json = serde_json::to_string(&case.config).unwrap();
+        let back: OptimizerConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, case.config, "{}", case.label);
+        back.validate().unwrap();
+        let mut h = Hyperparams::default();
+        for field in case.config.fields() {
+            h.set(field.name, case.config.get(field.name).unwrap())
+                .unwrap();
+        }
+        let rebuilt = OptimizerConfig::from_hparams(case.optimizer, &h).unwrap();
+        assert_eq!(rebuilt, case.config, "{}", case.label);
+    }
 }

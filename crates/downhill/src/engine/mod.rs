@@ -472,6 +472,16 @@ impl<K: Kernel> Engine<K> {
             slot.buffers = (0..names.len())
                 .map(|b| {
                     let len = K::buffer_shape(cfg, b, &slot.spec.shape).iter().product();
+                    // The chunked paths hand every buffer to the kernel with the parameter's
+                    // length: a buffer of another shape there would be read out of bounds.
+                    // This is a property of the kernel's code, not of any input.
+                    assert!(
+                        K::STEP == StepKind::WholeTensor || len == slot.spec.len(),
+                        "{}: buffer '{}' of an element-wise kernel must have the parameter's \
+                         shape (Kernel::buffer_shape may differ only for StepKind::WholeTensor)",
+                        K::NAME,
+                        names[b]
+                    );
                     StateBuf::filled(len, K::initial_value(cfg, b))
                 })
                 .collect();

@@ -276,7 +276,7 @@ mod tests {
         if !std::arch::is_x86_feature_detected!("avx") {
             return;
         }
-        let mut rng = crate::optim::lars::test_support::Rng::new(5);
+        let mut rng = crate::testkit::Rng::new(5);
         for groups in 1..=4 {
             for scale in [1.0f32, 1e-20, 3e18] {
                 let sq: [f32; SMALL_TENSOR] = rng.vec(SMALL_TENSOR, scale).try_into().unwrap();
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn side_by_side_windows_give_the_sequential_bits() {
-        let mut rng = crate::optim::lars::test_support::Rng::new(11);
+        let mut rng = crate::testkit::Rng::new(11);
         for n in 0..=SMALL_TENSOR {
             for scale in [1.0f32, 1e-20, 3e18] {
                 let x = rng.vec(n, scale);

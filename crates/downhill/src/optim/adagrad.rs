@@ -3,6 +3,8 @@
 use crate::kernel::{fma, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
+use super::primitives::{torch_grad, CoupledGrad};
+
 crate::optimizer_config! {
     /// Hyperparameters of [`Adagrad`]; defaults equal PyTorch's `torch.optim.Adagrad`.
     pub struct AdagradConfig for AdagradKernel {
@@ -75,9 +77,7 @@ pub struct AdagradKernel;
 /// Per-step scalars of [`Adagrad`].
 #[derive(Clone, Copy, Debug)]
 pub struct AdagradScalars {
-    sign: f32,
-    l2: f32,
-    has_l2: bool,
+    grad: CoupledGrad,
     /// `-γ̃`, the decayed learning rate, negated.
     neg_clr: f32,
     eps: f32,
@@ -88,9 +88,8 @@ fn adagrad_body(s: &AdagradScalars, p: &mut [f32], g: &[f32], sum: &mut [f32]) {
     let n = p.len();
     let (g, sum) = (&g[..n], &mut sum[..n]);
     for i in 0..n {
-        let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if s.has_l2 { fma(s.l2, pi, gs) } else { gs };
+        let gi = s.grad.apply_dyn(g[i], pi);
         let si = fma(gi, gi, sum[i]);
         sum[i] = si;
         let std = si.sqrt() + s.eps;
@@ -114,9 +113,7 @@ impl Kernel for AdagradKernel {
     fn scalars(c: &AdagradConfig, ctx: &StepCtx, _: &mut [f32]) -> AdagradScalars {
         let clr = ctx.lr / (1.0 + (ctx.step as f64 - 1.0) * c.lr_decay);
         AdagradScalars {
-            sign: if c.maximize { -1.0 } else { 1.0 },
-            l2: c.weight_decay as f32,
-            has_l2: c.weight_decay != 0.0,
+            grad: CoupledGrad::new(c.maximize, c.weight_decay),
             neg_clr: (-clr) as f32,
             eps: c.eps as f32,
         }
@@ -140,15 +137,8 @@ impl Kernel for AdagradKernel {
         let clr = ctx.lr / (1.0 + (step - 1.0) * c.lr_decay);
         let state_sum = &mut st[0];
         for i in 0..p.len() {
-            // grad = grad if not maximize else -grad
-            let mut g = grad[i];
-            if c.maximize {
-                g = -g;
-            }
-            // grad = grad.add(param, alpha=weight_decay)
-            if c.weight_decay != 0.0 {
-                g = fma(c.weight_decay as f32, p[i], g);
-            }
+            // grad = grad if not maximize else -grad; grad = grad.add(param, alpha=weight_decay)
+            let g = torch_grad(grad[i], p[i], c.maximize, c.weight_decay);
             // state_sum.addcmul_(grad, grad, value=1)
             state_sum[i] = fma(1.0f32 * g, g, state_sum[i]);
             // std = state_sum.sqrt().add_(eps)
@@ -159,196 +149,10 @@ impl Kernel for AdagradKernel {
     }
 }
 
-/// Shared unit-test helpers for the optimizers of this file's siblings (Adagrad, RMSprop,
-/// Adadelta, Adamax): fast-versus-reference agreement, thread-count determinism, one-step
-/// updates and invalid configs, generic over the kernel.
-#[cfg(test)]
-pub(crate) mod testkit {
-    use crate::kernel::Kernel;
-    use crate::{Engine, ErrorKind, Mode, Param};
-
-    /// Tensor lengths of the agreement tests: odd sizes, below and above a vector width.
-    pub const LENS: [usize; 4] = [1, 7, 37, 5000];
-
-    /// A deterministic pseudo-random gradient of element `i` of tensor `k` at step `t`, a
-    /// mix of magnitudes from 1e-3 to 10 with exact zeros, plus a pull towards 0 of `p`.
-    pub fn grad(k: usize, i: usize, t: usize, p: f32) -> f32 {
-        let mut x = ((k as u64) << 48) ^ ((i as u64) << 16) ^ (t as u64);
-        x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        x ^= x >> 29;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 32;
-        if x.is_multiple_of(13) {
-            return 0.0;
-        }
-        let u = (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-        let scale = [1e-3f32, 1e-2, 0.1, 1.0, 10.0][(x % 5) as usize];
-        u * scale + 0.5 * p
-    }
-
-    fn init(k: usize, len: usize) -> Vec<f32> {
-        (0..len).map(|i| grad(k + 100, i, 0, 0.0)).collect()
-    }
-
-    fn names(n: usize) -> Vec<String> {
-        (0..n).map(|k| format!("t{k}")).collect()
-    }
-
-    /// Steps `opt` once over `params` with the gradients of step `t`.
-    fn step<K: Kernel>(opt: &mut Engine<K>, names: &[String], params: &mut [Vec<f32>], t: usize) {
-        let grads: Vec<Vec<f32>> = params
-            .iter()
-            .enumerate()
-            .map(|(k, p)| {
-                p.iter()
-                    .enumerate()
-                    .map(|(i, &x)| grad(k, i, t, x))
-                    .collect()
-            })
-            .collect();
-        let mut ps: Vec<Param<'_>> = names
-            .iter()
-            .zip(params.iter_mut())
-            .zip(&grads)
-            .map(|((n, p), g)| Param::new(n, p, g))
-            .collect();
-        opt.step(&mut ps).expect("step");
-    }
-
-    /// Largest `|a - b| / max(|b|, 1e-6)`; NaN against NaN counts as equal.
-    pub fn max_rel_err(a: &[f32], b: &[f32]) -> f64 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(&x, &y)| {
-                if x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()) {
-                    0.0
-                } else {
-                    ((x as f64 - y as f64).abs() / (y.abs() as f64).max(1e-6)).max(
-                        // a NaN on one side only is an infinite error
-                        if x.is_nan() || y.is_nan() {
-                            f64::INFINITY
-                        } else {
-                            0.0
-                        },
-                    )
-                }
-            })
-            .fold(0.0, f64::max)
-    }
-
-    /// Runs `steps` steps of `cfg` on tensors of [`LENS`] in fast and in reference mode (the
-    /// learning rate is halved half-way) and asserts that parameters and every state buffer
-    /// agree to 1e-6 relative. Returns the largest error seen.
-    pub fn fast_matches_reference<K: Kernel>(cfg: K::Config, steps: usize) -> f64 {
-        let names = names(LENS.len());
-        let specs: Vec<(String, usize)> = names.iter().cloned().zip(LENS).collect();
-        let mut fast = Engine::<K>::new(cfg.clone(), specs.clone()).expect("valid config");
-        let mut slow = Engine::<K>::new(cfg.clone(), specs).expect("valid config");
-        slow.set_mode(Mode::Reference);
-        let mut pf: Vec<Vec<f32>> = LENS.iter().enumerate().map(|(k, &n)| init(k, n)).collect();
-        let mut pr = pf.clone();
-        let mut worst = 0.0f64;
-        for t in 1..=steps {
-            if t == steps / 2 {
-                let lr = fast.lr(0) * 0.5;
-                fast.set_lr(0, lr).expect("lr");
-                slow.set_lr(0, lr).expect("lr");
-            }
-            step(&mut fast, &names, &mut pf, t);
-            step(&mut slow, &names, &mut pr, t);
-            for (k, n) in names.iter().enumerate() {
-                let e = max_rel_err(&pf[k], &pr[k]);
-                assert!(
-                    e <= 1e-6,
-                    "{}: {n} differs by {e} at step {t} ({cfg:?})",
-                    K::NAME
-                );
-                worst = worst.max(e);
-                for b in K::buffers(&cfg) {
-                    let (x, y) = (fast.state_buffer(n, b), slow.state_buffer(n, b));
-                    let e = max_rel_err(x.expect("state"), y.expect("state"));
-                    assert!(e <= 1e-6, "{}: {n}/{b} differs by {e} at step {t}", K::NAME);
-                    worst = worst.max(e);
-                }
-            }
-        }
-        worst
-    }
-
-    /// Steps a 200 000-element tensor 3 times with 4096-element chunks in a 1-thread and in
-    /// a 2-thread pool and asserts bit-identical parameters and state.
-    pub fn thread_count_invariant<K: Kernel>(cfg: K::Config) {
-        const N: usize = 200_000;
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
-            pool.install(|| {
-                let names = names(1);
-                let mut opt = Engine::<K>::new(cfg.clone(), [(names[0].clone(), N)]).expect("cfg");
-                opt.set_chunk_elems(Some(4096));
-                let mut p = vec![init(0, N)];
-                for t in 1..=3 {
-                    step(&mut opt, &names, &mut p, t);
-                }
-                let state: Vec<Vec<f32>> = K::buffers(&cfg)
-                    .iter()
-                    .map(|b| opt.state_buffer(&names[0], b).expect("state").to_vec())
-                    .collect();
-                (p, state)
-            })
-        };
-        let (p1, s1) = run(1);
-        let (p2, s2) = run(2);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&p1[0]), bits(&p2[0]), "{}: parameters", K::NAME);
-        for (a, b) in s1.iter().zip(&s2) {
-            assert_eq!(bits(a), bits(b), "{}: state", K::NAME);
-        }
-    }
-
-    /// The parameters after `steps` fast steps of `cfg` from `p0`, with gradient `g` each step.
-    pub fn steps_with<K: Kernel>(cfg: K::Config, p0: &[f32], g: &[f32], steps: usize) -> Vec<f32> {
-        let mut opt = Engine::<K>::new(cfg, [("w", p0.len())]).expect("valid config");
-        let mut p = p0.to_vec();
-        for _ in 0..steps {
-            opt.step(&mut [Param::new("w", &mut p, g)]).expect("step");
-        }
-        p
-    }
-
-    /// Asserts that parameters `a`, updated from `p0`, match the exact values `b`:
-    /// `|a - b| <= 1e-6 max(|b|, |p0|)` element-wise (`p0` bounds the rounding of the
-    /// final `p0 + Δ` when the two nearly cancel).
-    pub fn assert_close(a: &[f32], b: &[f64], p0: &[f32]) {
-        assert_eq!(a.len(), b.len());
-        for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-            let e = (x as f64 - y).abs() / y.abs().max(p0[i].abs() as f64).max(1e-6);
-            assert!(
-                e <= 1e-6,
-                "element {i}: got {x}, expected {y} (rel err {e})"
-            );
-        }
-    }
-
-    /// Asserts that building `cfg` fails with an invalid-config error naming `field`.
-    pub fn assert_invalid<K: Kernel>(cfg: K::Config, field: &str) {
-        let err = Engine::<K>::new(cfg.clone(), [("w", 1)]).expect_err(field);
-        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{cfg:?}");
-        assert_eq!(err.field(), Some(field), "{cfg:?}: {err}");
-        assert!(err.message().contains(field), "{err}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testkit::*;
     use super::*;
-
-    const P0: [f32; 5] = [1.0, -2.0, 0.5, 3.0, -0.25];
-    const G: [f32; 5] = [0.5, -3.0, 1e-3, 20.0, -0.07];
+    use crate::testkit::*;
 
     #[test]
     fn defaults_are_pytorch() {
@@ -478,6 +282,6 @@ mod tests {
 
     #[test]
     fn threads_do_not_change_the_result() {
-        thread_count_invariant::<AdagradKernel>(AdagradConfig::default().weight_decay(0.1));
+        assert_deterministic::<AdagradKernel>(AdagradConfig::default().weight_decay(0.1));
     }
 }

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::kernel::{Bufs, Kernel, StepCtx};
-use crate::optim::adam::{adam_update, AdamRule, AdamScalars};
+use crate::kernel::StepCtx;
+use crate::optim::adam::{adam_rule_kernel, AdamRule};
 use crate::optim::primitives::WeightDecay;
 use crate::Engine;
 
@@ -166,210 +166,29 @@ pub type AdamW = Engine<AdamWKernel>;
 #[derive(Debug)]
 pub struct AdamWKernel;
 
-impl Kernel for AdamWKernel {
-    const NAME: &'static str = "adamw";
-    type Config = AdamWConfig;
-    type Scalars = AdamScalars;
-
-    fn buffers(c: &AdamWConfig) -> &'static [&'static str] {
-        if c.amsgrad {
-            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-        } else {
-            &["exp_avg", "exp_avg_sq"]
-        }
-    }
-
-    fn scalars(c: &AdamWConfig, ctx: &StepCtx, _: &mut [f32]) -> AdamScalars {
-        rule(c, ctx).scalars(ctx)
-    }
-
-    #[inline(always)]
-    fn update(s: &AdamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
-        adam_update(s, p, g, st)
-    }
-
-    fn reference(
-        c: &AdamWConfig,
-        ctx: &StepCtx,
-        _: &mut [f32],
-        p: &mut [f32],
-        g: &[f32],
-        st: &mut [Vec<f32>],
-    ) {
-        rule(c, ctx).reference(ctx, p, g, st)
-    }
-}
+adam_rule_kernel!(AdamWKernel, AdamWConfig, "adamw");
 
 /// AdamW is the Adam rule with decoupled decay (always applied, even for `λ = 0`, as
 /// PyTorch's `param.mul_(1 - lr * wd)` is) and bias correction.
-fn rule(c: &AdamWConfig, ctx: &StepCtx) -> AdamRule {
-    AdamRule {
-        betas: c.betas,
-        eps: c.eps,
-        decay: WeightDecay::Decoupled(c.decay_form.factor(ctx, c.weight_decay)),
-        amsgrad: c.amsgrad,
-        maximize: c.maximize,
-        bias_correction: true,
+impl AdamWConfig {
+    fn rule(&self, ctx: &StepCtx) -> AdamRule {
+        AdamRule {
+            betas: self.betas,
+            eps: self.eps,
+            decay: WeightDecay::Decoupled(self.decay_form.factor(ctx, self.weight_decay)),
+            amsgrad: self.amsgrad,
+            maximize: self.maximize,
+            bias_correction: true,
+        }
     }
 }
 
 /// Test helpers shared by the Adam-family optimizer files (AdamW, NAdam, RAdam).
 #[cfg(test)]
-pub(crate) mod testing {
-    use crate::kernel::Kernel;
-    use crate::{Engine, Mode, Param};
-
-    /// SplitMix64: deterministic test inputs.
-    pub(crate) struct Rng(u64);
-
-    impl Rng {
-        pub(crate) fn new(seed: u64) -> Self {
-            Rng(seed)
-        }
-
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in [-1, 1), exact in f32.
-        pub(crate) fn uniform(&mut self) -> f32 {
-            ((self.next_u64() >> 40) as i64 - (1 << 23)) as f32 * (1.0 / (1u32 << 23) as f32)
-        }
-
-        /// `n` values in `[-scale, scale)`, about one in eleven exactly zero.
-        pub(crate) fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    let u = self.uniform();
-                    if self.next_u64().is_multiple_of(11) {
-                        0.0
-                    } else {
-                        u * scale
-                    }
-                })
-                .collect()
-        }
-    }
-
-    /// `|a - b| / max(|b|, 1e-6)`, the worst over two slices.
-    pub(crate) fn max_rel_err(a: &[f32], b: &[f32]) -> f64 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(&x, &y)| {
-                let (x, y) = (x as f64, y as f64);
-                if x == y || (x.is_nan() && y.is_nan()) {
-                    0.0
-                } else if x.is_nan() || y.is_nan() {
-                    f64::INFINITY
-                } else {
-                    (x - y).abs() / y.abs().max(1e-6)
-                }
-            })
-            .fold(0.0, f64::max)
-    }
-
-    /// Runs `steps` steps of `cfg` in fast and in reference mode on tensors of odd lengths
-    /// (1, 7, 37, 5000) with gradients of very different scales, a missing gradient every 7th
-    /// step and a learning-rate change halfway; asserts that parameters and state agree to
-    /// 1e-6 relative after every step.
-    pub(crate) fn assert_fast_matches_reference<K: Kernel>(cfg: K::Config, steps: usize) {
-        let specs = [
-            ("a", 1usize, 1.0f32),
-            ("b", 7, 1e-3),
-            ("c", 37, 100.0),
-            ("d", 5000, 1.0),
-        ];
-        let names: Vec<(&str, usize)> = specs.iter().map(|&(n, l, _)| (n, l)).collect();
-        let mut fast = Engine::<K>::new(cfg.clone(), names.clone()).unwrap();
-        let mut slow = Engine::<K>::new(cfg.clone(), names).unwrap();
-        slow.set_mode(Mode::Reference);
-        let mut rng = Rng::new(7);
-        let mut pf: Vec<Vec<f32>> = specs.iter().map(|&(_, l, _)| rng.vec(l, 1.0)).collect();
-        let mut ps = pf.clone();
-        for k in 1..=steps {
-            if k == steps / 2 {
-                let lr = fast.lr(0) * 0.5;
-                fast.set_lr(0, lr).unwrap();
-                slow.set_lr(0, lr).unwrap();
-            }
-            let grads: Vec<Vec<f32>> = specs.iter().map(|&(_, l, s)| rng.vec(l, s)).collect();
-            for (opt, ps) in [(&mut fast, &mut pf), (&mut slow, &mut ps)] {
-                let mut params: Vec<Param<'_>> = Vec::new();
-                for (i, (p, g)) in ps.iter_mut().zip(&grads).enumerate() {
-                    if i == 1 && k % 7 == 0 {
-                        params.push(Param::without_grad(specs[i].0, p));
-                    } else {
-                        params.push(Param::new(specs[i].0, p, g));
-                    }
-                }
-                opt.step(&mut params).unwrap();
-            }
-            for (i, &(name, _, _)) in specs.iter().enumerate() {
-                let e = max_rel_err(&pf[i], &ps[i]);
-                assert!(e <= 1e-6, "{cfg:?}: step {k}, {name}: relative error {e}");
-                let bufs = K::buffers(&cfg).iter().copied();
-                let scalars = K::scalar_state(&cfg).iter().map(|&(n, _)| n);
-                for buf in bufs.chain(scalars) {
-                    let a = fast.state_buffer(name, buf).unwrap();
-                    let b = slow.state_buffer(name, buf).unwrap();
-                    let e = max_rel_err(a, b);
-                    assert!(
-                        e <= 1e-6,
-                        "{cfg:?}: step {k}, {name}.{buf}: relative error {e}"
-                    );
-                }
-            }
-        }
-        assert!(pf.iter().flatten().all(|x| x.is_finite()));
-    }
-
-    /// Eight steps on 200_000 elements in 4096-element chunks: two threads give the same bits
-    /// as one.
-    pub(crate) fn assert_thread_count_invariant<K: Kernel>(cfg: K::Config) {
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let n = 200_000;
-                let mut opt = Engine::<K>::new(cfg.clone(), [("w", n), ("x", 3)]).unwrap();
-                opt.set_chunk_elems(Some(4096));
-                let mut rng = Rng::new(11);
-                let mut w = rng.vec(n, 1.0);
-                let mut x = rng.vec(3, 1.0);
-                for _ in 0..8 {
-                    let gw = rng.vec(n, 1.0);
-                    let gx = rng.vec(3, 1.0);
-                    opt.step(&mut [Param::new("w", &mut w, &gw), Param::new("x", &mut x, &gx)])
-                        .unwrap();
-                }
-                let mut out: Vec<u32> = w.iter().chain(&x).map(|v| v.to_bits()).collect();
-                for buf in K::buffers(&cfg) {
-                    out.extend(
-                        opt.state_buffer("w", buf)
-                            .unwrap()
-                            .iter()
-                            .map(|v| v.to_bits()),
-                    );
-                }
-                out
-            })
-        };
-        assert!(run(1) == run(2), "{cfg:?}: 2 threads differ from 1");
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::testing::*;
     use super::*;
-    use crate::{ErrorKind, Mode, Param};
+    use crate::testkit::*;
+    use crate::{Mode, Param};
 
     fn step(opt: &mut AdamW, w: &mut [f32], g: &[f32]) {
         opt.step(&mut [Param::new("w", w, g)]).unwrap();
@@ -519,9 +338,7 @@ mod tests {
             ),
         ];
         for (cfg, field) in cases {
-            let err = cfg.clone().build([("w", 1)]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{cfg:?}");
-            assert_eq!(err.field(), Some(field), "{cfg:?}");
+            assert_invalid::<AdamWKernel>(cfg, field);
         }
         // The PyTorch form accepts any non-negative weight decay, as PyTorch does.
         assert!(AdamWConfig::default()
@@ -555,18 +372,18 @@ mod tests {
     #[test]
     fn fast_matches_reference_for_every_option() {
         for cfg in all_configs() {
-            assert_fast_matches_reference::<AdamWKernel>(cfg, 50);
+            fast_matches_reference::<AdamWKernel>(cfg, 50);
         }
     }
 
     #[test]
     fn two_threads_equal_one_bit_for_bit() {
-        assert_thread_count_invariant::<AdamWKernel>(
+        assert_deterministic::<AdamWKernel>(
             AdamWConfig::default()
                 .amsgrad(true)
                 .decay_form(DecayForm::Paper),
         );
-        assert_thread_count_invariant::<AdamWKernel>(AdamWConfig::default().maximize(true));
+        assert_deterministic::<AdamWKernel>(AdamWConfig::default().maximize(true));
     }
 
     #[test]

@@ -385,8 +385,8 @@ impl Kernel for LambKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::lars::test_support::{check_deterministic, check_fast_vs_reference};
-    use crate::{ErrorKind, Param};
+    use crate::testkit::*;
+    use crate::Param;
 
     /// The first-step direction `g / (|g| + ε)`, up to 1e-5 relative: like optax, the bias
     /// corrections are `1 - β^t` with β rounded to f32 first, and `1 - 0.999f32` is 1.3e-5
@@ -399,7 +399,7 @@ mod tests {
     /// must give the bits of `pass1_small`, `with_norms` and `update` in turn.
     #[test]
     fn small_tensor_step_equals_the_two_passes() {
-        let mut rng = crate::optim::lars::test_support::Rng::new(3);
+        let mut rng = Rng::new(3);
         for cfg in [
             LambConfig::default().lr(0.01),
             LambConfig::default().lr(0.01).weight_decay(0.1),
@@ -513,10 +513,7 @@ mod tests {
             (d().weight_decay(-0.01), "weight_decay"),
         ];
         for (cfg, field) in cases {
-            let err = cfg.clone().build([("w", 1)]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{cfg:?}");
-            assert_eq!(err.field(), Some(field), "{cfg:?}");
-            assert!(err.message().contains(field), "{}", err.message());
+            assert_invalid::<LambKernel>(cfg, field);
         }
     }
 
@@ -542,13 +539,13 @@ mod tests {
     #[test]
     fn fast_matches_reference_for_every_option() {
         for cfg in combos() {
-            check_fast_vs_reference::<LambKernel>(cfg, 50);
+            fast_matches_reference::<LambKernel>(cfg, 50);
         }
     }
 
     #[test]
     fn bit_identical_across_threads_and_chunks() {
-        check_deterministic::<LambKernel>(LambConfig::default().weight_decay(0.01));
-        check_deterministic::<LambKernel>(LambConfig::default());
+        assert_deterministic::<LambKernel>(LambConfig::default().weight_decay(0.01));
+        assert_deterministic::<LambKernel>(LambConfig::default());
     }
 }

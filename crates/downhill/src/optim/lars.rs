@@ -291,187 +291,12 @@ impl Kernel for LarsKernel {
 
 /// Test batteries shared by the LAMB, LARS and Lion unit tests.
 #[cfg(test)]
-pub(crate) mod test_support {
-    use crate::kernel::{Kernel, BLOCK};
-    use crate::{Engine, Mode, Param, ParamSpec};
-
-    /// Tensor lengths crossing every interesting boundary (lanes, blocks).
-    pub const LENS: [usize; 5] = [1, 7, 37, 5000, 3 * BLOCK + 5];
-
-    /// A tiny deterministic generator (xorshift64*).
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Self {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-
-        /// Uniform in [-1, 1).
-        pub fn next(&mut self) -> f32 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-            (x as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-
-        /// `n` values of scale `scale`, every 13th one exactly zero.
-        pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-            (0..n)
-                .map(|i| {
-                    if i % 13 == 5 {
-                        0.0
-                    } else {
-                        self.next() * scale
-                    }
-                })
-                .collect()
-        }
-    }
-
-    fn specs(lens: &[usize]) -> Vec<ParamSpec> {
-        lens.iter()
-            .enumerate()
-            .map(|(i, &n)| ParamSpec::new(format!("t{i}"), n))
-            .collect()
-    }
-
-    /// Initial values: tensor 1 (7 elements) starts at zero to exercise the "norm 0" rule.
-    fn init(lens: &[usize]) -> Vec<Vec<f32>> {
-        let mut rng = Rng::new(7);
-        lens.iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                if i == 1 {
-                    vec![0.0; n]
-                } else {
-                    rng.vec(n, 1.0 + i as f32)
-                }
-            })
-            .collect()
-    }
-
-    /// Gradients of step `step`, with a different scale per tensor; tensor 2 gets an all-zero
-    /// gradient on step 3.
-    fn grads(lens: &[usize], step: u64) -> Vec<Vec<f32>> {
-        let mut rng = Rng::new(1000 + step);
-        lens.iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                if i == 2 && step == 3 {
-                    vec![0.0; n]
-                } else {
-                    rng.vec(n, 0.1 * (i as f32 + 1.0))
-                }
-            })
-            .collect()
-    }
-
-    fn step<K: Kernel>(
-        opt: &mut Engine<K>,
-        names: &[ParamSpec],
-        p: &mut [Vec<f32>],
-        g: &[Vec<f32>],
-    ) {
-        let mut params: Vec<Param<'_>> = p
-            .iter_mut()
-            .zip(names)
-            .zip(g)
-            .map(|((v, s), g)| Param::new(&s.name, v, g))
-            .collect();
-        opt.step(&mut params).unwrap();
-    }
-
-    fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-        assert_eq!(a.len(), b.len());
-        for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-            let rel = (x - y).abs() / y.abs().max(1e-6);
-            assert!(
-                rel <= 1e-6 || (x.is_nan() && y.is_nan()),
-                "{what}[{i}]: fast {x} vs reference {y} (rel {rel})"
-            );
-        }
-    }
-
-    /// Runs `steps` steps of the fast kernels and of the reference on the same data and
-    /// checks that every parameter and state buffer agrees to 1e-6 relative.
-    pub fn check_fast_vs_reference<K: Kernel>(cfg: K::Config, steps: u64) {
-        let names = specs(&LENS);
-        let mut fast = Engine::<K>::new(cfg.clone(), names.clone()).unwrap();
-        let mut slow = Engine::<K>::new(cfg.clone(), names.clone()).unwrap();
-        slow.set_mode(Mode::Reference);
-        let (mut pf, mut pr) = (init(&LENS), init(&LENS));
-        for t in 0..steps {
-            let g = grads(&LENS, t);
-            step(&mut fast, &names, &mut pf, &g);
-            step(&mut slow, &names, &mut pr, &g);
-            for (i, s) in names.iter().enumerate() {
-                let ctx = format!("{cfg:?} step {} {}", t + 1, s.name);
-                assert_close(&ctx, &pf[i], &pr[i]);
-                for b in K::buffers(&cfg) {
-                    assert_close(
-                        &format!("{ctx} {b}"),
-                        fast.state_buffer(&s.name, b).unwrap(),
-                        slow.state_buffer(&s.name, b).unwrap(),
-                    );
-                }
-            }
-        }
-    }
-
-    /// Runs a few steps on a 300 000-element tensor and some small ones under 1 and 2 threads
-    /// and several chunk sizes; every run must give the same bits.
-    pub fn check_deterministic<K: Kernel>(cfg: K::Config) {
-        let lens = [300_000, 1, BLOCK, BLOCK + 1, 37, 12_000];
-        let names = specs(&lens);
-        let run = |threads: usize, chunk: Option<usize>| -> Vec<Vec<u32>> {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let mut opt = Engine::<K>::new(cfg.clone(), names.clone()).unwrap();
-                opt.set_chunk_elems(chunk);
-                let mut p = init(&lens);
-                for t in 0..4 {
-                    step(&mut opt, &names, &mut p, &grads(&lens, t));
-                }
-                let mut bits: Vec<Vec<u32>> = p
-                    .iter()
-                    .map(|v| v.iter().map(|x| x.to_bits()).collect())
-                    .collect();
-                for s in &names {
-                    for b in K::buffers(&cfg) {
-                        let buf = opt.state_buffer(&s.name, b).unwrap();
-                        bits.push(buf.iter().map(|x| x.to_bits()).collect());
-                    }
-                }
-                bits
-            })
-        };
-        let base = run(1, None);
-        for (threads, chunk) in [
-            (1, Some(BLOCK)),
-            (1, Some(2 * BLOCK)),
-            (2, None),
-            (2, Some(BLOCK)),
-            (2, Some(2 * BLOCK)),
-        ] {
-            assert!(
-                run(threads, chunk) == base,
-                "{cfg:?}: {threads} threads, chunk {chunk:?} differs from 1 thread"
-            );
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::test_support::{self, check_deterministic, check_fast_vs_reference};
     use super::*;
     use crate::kernel::BLOCK;
     use crate::kernel::LANES;
-    use crate::{ErrorKind, Param};
+    use crate::testkit::*;
+    use crate::Param;
 
     #[test]
     fn first_step_trust_ratio_by_hand() {
@@ -555,10 +380,7 @@ mod tests {
             (d().momentum(f64::NAN), "momentum"),
         ];
         for (cfg, field) in cases {
-            let err = cfg.clone().build([("w", 1)]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{cfg:?}");
-            assert_eq!(err.field(), Some(field), "{cfg:?}");
-            assert!(err.message().contains(field), "{}", err.message());
+            assert_invalid::<LarsKernel>(cfg, field);
         }
         assert!(d().momentum(0.0).nesterov(true).build([("w", 1)]).is_ok());
     }
@@ -593,20 +415,20 @@ mod tests {
     #[test]
     fn fast_matches_reference_for_every_option() {
         for cfg in combos() {
-            check_fast_vs_reference::<LarsKernel>(cfg, 50);
+            fast_matches_reference::<LarsKernel>(cfg, 50);
         }
     }
 
     #[test]
     fn bit_identical_across_threads_and_chunks() {
-        check_deterministic::<LarsKernel>(LarsConfig::default().weight_decay(1e-2));
-        check_deterministic::<LarsKernel>(LarsConfig::default().nesterov(true));
+        assert_deterministic::<LarsKernel>(LarsConfig::default().weight_decay(1e-2));
+        assert_deterministic::<LarsKernel>(LarsConfig::default().nesterov(true));
     }
 
     #[test]
     fn first_pass_uses_the_lane_pattern() {
         let n = BLOCK - 3;
-        let mut rng = test_support::Rng::new(3);
+        let mut rng = Rng::new(3);
         let (p, g) = (rng.vec(n, 1.0), rng.vec(n, 0.1));
         let mut s = LarsKernel::scalars(
             &LarsConfig::default().weight_decay(0.3),

@@ -172,8 +172,8 @@ impl Kernel for LionKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::lars::test_support::{check_deterministic, check_fast_vs_reference};
-    use crate::{ErrorKind, Param};
+    use crate::testkit::*;
+    use crate::Param;
 
     #[test]
     fn first_step_is_minus_lr_sign_g() {
@@ -249,10 +249,7 @@ mod tests {
             ),
         ];
         for (cfg, field) in cases {
-            let err = cfg.clone().build([("w", 1)]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{cfg:?}");
-            assert_eq!(err.field(), Some(field), "{cfg:?}");
-            assert!(err.message().contains(field), "{}", err.message());
+            assert_invalid::<LionKernel>(cfg, field);
         }
         assert!(LionConfig::default()
             .betas((0.0, 0.0))
@@ -273,12 +270,12 @@ mod tests {
     #[test]
     fn fast_matches_reference_for_every_option() {
         for cfg in combos() {
-            check_fast_vs_reference::<LionKernel>(cfg, 50);
+            fast_matches_reference::<LionKernel>(cfg, 50);
         }
     }
 
     #[test]
     fn bit_identical_across_threads_and_chunks() {
-        check_deterministic::<LionKernel>(LionConfig::default().lr(1e-3).weight_decay(0.1));
+        assert_deterministic::<LionKernel>(LionConfig::default().lr(1e-3).weight_decay(0.1));
     }
 }

@@ -5,7 +5,10 @@
 //! reference, doc comment, unit tests), add one line under `optimizers` below (and a line
 //! under `hyperparameters` for each hyperparameter name that is new), then its golden cases
 //! in `scripts/gen_golden.py` and a row in the README's table. docs/ARCHITECTURE.md has the
-//! whole list.
+//! whole list. The shared test batteries (round trip, determinism, fast against reference,
+//! allocation, validation, wrappers) need nothing more: their cases are generated from this
+//! list (`cases()` in `src/testkit.rs`); only a new hyperparameter name whose value 0 switches
+//! a term of the update off wants a line in the kit's `SWITCHES`, to be tried at both.
 
 use crate::optim::adamw::DecayForm;
 

@@ -161,7 +161,7 @@ impl Kernel for NadamKernel {
     #[inline(always)]
     fn update(s: &NadamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, v, _] = st;
-        monomorphise!(nadam_body[s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
+        monomorphise!(nadam_body[s.mo.grad.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
     }
 
     /// `_single_tensor_nadam` of `torch/optim/nadam.py`, one tensor operation per block.
@@ -242,8 +242,8 @@ impl Kernel for NadamKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::adamw::testing::*;
-    use crate::{ErrorKind, Param};
+    use crate::testkit::*;
+    use crate::Param;
 
     #[test]
     fn defaults_equal_pytorch() {
@@ -352,10 +352,7 @@ mod tests {
             ),
         ];
         for (cfg, field) in cases {
-            let err = cfg.clone().build([("w", 1)]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{cfg:?}");
-            assert_eq!(err.field(), Some(field), "{cfg:?}");
-            assert!(err.message().contains(field), "{}", err.message());
+            assert_invalid::<NadamKernel>(cfg, field);
         }
     }
 
@@ -371,23 +368,23 @@ mod tests {
                             .decoupled_weight_decay(decoupled)
                             .maximize(maximize)
                             .momentum_decay(momentum_decay);
-                        assert_fast_matches_reference::<NadamKernel>(cfg, 50);
+                        fast_matches_reference::<NadamKernel>(cfg, 50);
                     }
                 }
             }
         }
         let odd = NadamConfig::default().betas((0.0, 0.5)).eps(1e-12);
-        assert_fast_matches_reference::<NadamKernel>(odd, 50);
+        fast_matches_reference::<NadamKernel>(odd, 50);
     }
 
     #[test]
     fn two_threads_equal_one_bit_for_bit() {
-        assert_thread_count_invariant::<NadamKernel>(
+        assert_deterministic::<NadamKernel>(
             NadamConfig::default()
                 .weight_decay(0.1)
                 .decoupled_weight_decay(true),
         );
-        assert_thread_count_invariant::<NadamKernel>(
+        assert_deterministic::<NadamKernel>(
             NadamConfig::default().weight_decay(0.1).maximize(true),
         );
     }

@@ -169,7 +169,7 @@ impl Kernel for RadamKernel {
     #[inline(always)]
     fn update(s: &RadamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, v, _] = st;
-        monomorphise!(radam_body[s.rectified, s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
+        monomorphise!(radam_body[s.rectified, s.mo.grad.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
     }
 
     /// `_single_tensor_radam` of `torch/optim/radam.py`, one tensor operation per block.
@@ -263,8 +263,8 @@ impl Kernel for RadamKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::adamw::testing::*;
-    use crate::{ErrorKind, Param};
+    use crate::testkit::*;
+    use crate::Param;
 
     #[test]
     fn defaults_equal_pytorch() {
@@ -400,9 +400,7 @@ mod tests {
             (RadamConfig::default().weight_decay(-0.1), "weight_decay"),
         ];
         for (cfg, field) in cases {
-            let err = cfg.clone().build([("w", 1)]).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{cfg:?}");
-            assert_eq!(err.field(), Some(field), "{cfg:?}");
+            assert_invalid::<RadamKernel>(cfg, field);
         }
     }
 
@@ -418,21 +416,21 @@ mod tests {
                             .weight_decay(wd)
                             .decoupled_weight_decay(decoupled)
                             .maximize(maximize);
-                        assert_fast_matches_reference::<RadamKernel>(cfg, 50);
+                        fast_matches_reference::<RadamKernel>(cfg, 50);
                     }
                 }
             }
         }
         // β2 small enough that ρ_∞ ≤ 5: never rectified.
         let never = RadamConfig::default().betas((0.0, 0.5));
-        assert_fast_matches_reference::<RadamKernel>(never, 50);
+        fast_matches_reference::<RadamKernel>(never, 50);
     }
 
     #[test]
     fn two_threads_equal_one_bit_for_bit() {
         // The helper runs eight steps: rectified from step 6 with β2 = 0.999, never with 0.5.
         for betas in [(0.9, 0.999), (0.9, 0.5)] {
-            assert_thread_count_invariant::<RadamKernel>(
+            assert_deterministic::<RadamKernel>(
                 RadamConfig::default()
                     .betas(betas)
                     .weight_decay(0.1)
