@@ -3,7 +3,7 @@
 //! kernel. Prints the test accuracy after each epoch.
 //!
 //! ```text
-//! cargo run --release -p downhill-burn --example mnist [-- --optimizer adam --epochs 3]
+//! cargo run --release -p downhill-burn --example mnist [-- --optimizer adam --epochs 10]
 //! ```
 //!
 //! The data reader is a few lines here (IDX in gzip) rather than the lab's, which would pull
@@ -148,7 +148,7 @@ fn accuracy(model: &Mlp, data: &Data, device: &Device) -> f64 {
 
 fn main() -> Result<(), BoxError> {
     let mut optimizer = "adamw".to_string();
-    let mut epochs = 3usize;
+    let mut epochs = 10usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
