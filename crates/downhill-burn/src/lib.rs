@@ -63,8 +63,11 @@
 //!   the parameter is written back (`Tensor::from_data`) on its device. This is correct on every
 //!   backend and costs, per step, a device-to-host copy of the parameter and of the gradient and
 //!   a host-to-device copy of the parameter (12 bytes per parameter over the bus, plus the
-//!   allocations); the state stays in host memory. BENCHMARKS.md has the measured cost on the
-//!   CPU (`host_round_trip`).
+//!   allocations); the state stays in host memory. BENCHMARKS.md has its measured cost on
+//!   NdArray, forced with [`DownhillConfig::with_host_round_trip`] (row "host round trip"):
+//!   7 to 85 times slower than in place in one run on a loaded 2-core machine, far more than
+//!   the copies alone explain (candle's host route costs 4 to 8 times its in-place route), so
+//!   burn's `into_data` / `from_data` are the next thing to profile.
 //!
 //! Only `f32` parameters are stepped (downhill computes in `f32`); a tensor of another float
 //! type panics with its dtype (bf16/f16 parameters are downhill's next storage types).

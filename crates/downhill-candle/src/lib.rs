@@ -105,7 +105,10 @@
 //! cost is the copies (measured on the CPU in BENCHMARKS.md, `scripts/bench_interop.sh`).
 //! `scripts/gpu_check.sh` runs the adapter's tests on a CUDA device when `nvidia-smi` finds
 //! one (`--features cuda`), and says it skipped them otherwise. Neither feature is on by
-//! default: the default build needs no GPU toolkit.
+//! default: the default build needs no GPU toolkit. Written without a GPU at hand, the route
+//! has so far been tested only on CPU vars (forced with
+//! [`with_host_round_trip`](CandleOptimizer::with_host_round_trip)); the CUDA test has not yet
+//! run on a device.
 //!
 //! # Errors
 //!
