@@ -520,7 +520,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::checkpoint(format!("'{}' is not a file path", path.display())))?;
-    let _lock = lock_for_writing(path, &dir, &file_name.to_string_lossy())?;
+    let _lock = PathLock::acquire(path)?;
     remove_stale_temporaries(&dir, &file_name.to_string_lossy());
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -827,16 +827,55 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The exclusive lock of a file being written: `.{name}.lock` next to it, removed when the
-/// write is done (while still held, so that no other writer can hold a lock on the removed
-/// file at the same time as one on a new file of the same name: a lock is only taken on the
-/// file the path names at that moment).
-struct WriteLock {
+/// The exclusive lock of a path being written (a file, or a folder such as a training run's):
+/// the file `.{name}.lock` next to it, held with the operating system's advisory lock
+/// (`flock`) as long as the value lives, and released even if the process is killed.
+/// [`write_atomic`] holds one over each write; a program writing a folder over a long time
+/// holds one over the folder, so that a second writer is refused with
+/// [`ErrorKind::Locked`](crate::ErrorKind::Locked) instead of interleaving with the first.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let run = dir.path().join("run");
+/// let held = downhill::checkpoint::PathLock::acquire(&run).unwrap();
+/// let again = downhill::checkpoint::PathLock::acquire(&run);
+/// # #[cfg(unix)]
+/// assert_eq!(again.unwrap_err().kind(), downhill::ErrorKind::Locked);
+/// drop(held);
+/// assert!(downhill::checkpoint::PathLock::acquire(&run).is_ok());
+/// ```
+///
+/// The lock file is removed when the lock is dropped (while still held, so that no other
+/// writer can hold a lock on the removed file at the same time as one on a new file of the
+/// same name: a lock is only taken on the file the path names at that moment).
+#[derive(Debug)]
+pub struct PathLock {
     file: std::fs::File,
     path: std::path::PathBuf,
 }
 
-impl Drop for WriteLock {
+impl PathLock {
+    /// Takes the lock of `path` (which need not exist; its folder must), or refuses with
+    /// [`ErrorKind::Locked`](crate::ErrorKind::Locked) naming `path` if another holder has it
+    /// (another process, or another `PathLock` of this one).
+    pub fn acquire(path: &Path) -> Result<PathLock> {
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => d.to_path_buf(),
+            None => std::path::PathBuf::from("."),
+        };
+        let name = path.file_name().ok_or_else(|| {
+            Error::checkpoint(format!("'{}' names no file or folder", path.display()))
+        })?;
+        lock_for_writing(path, &dir, &name.to_string_lossy())
+    }
+
+    /// The lock file.
+    pub fn lock_file(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PathLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
         let _ = self.file.unlock();
@@ -845,7 +884,7 @@ impl Drop for WriteLock {
 
 /// Takes the exclusive lock of `.{name}.lock` in `dir`, or refuses if another process holds
 /// it.
-fn lock_for_writing(path: &Path, dir: &Path, name: &str) -> Result<WriteLock> {
+fn lock_for_writing(path: &Path, dir: &Path, name: &str) -> Result<PathLock> {
     let lock_path = dir.join(format!(".{name}.lock"));
     loop {
         let file = std::fs::OpenOptions::new()
@@ -870,7 +909,7 @@ fn lock_for_writing(path: &Path, dir: &Path, name: &str) -> Result<WriteLock> {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
         if still_named(&file, &lock_path) {
-            return Ok(WriteLock {
+            return Ok(PathLock {
                 file,
                 path: lock_path,
             });

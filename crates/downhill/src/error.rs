@@ -123,6 +123,18 @@ pub mod check {
         }
     }
 
+    /// Any finite value (ASGD's `t0`).
+    pub fn finite(field: &str, v: f64) -> Result<()> {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::config(
+                field,
+                format!("{field} must be finite, got {v}"),
+            ))
+        }
+    }
+
     /// A value in `[0, 1)`, such as a beta or a momentum decay factor.
     pub fn unit_interval(field: &str, v: f64) -> Result<()> {
         if (0.0..1.0).contains(&v) {

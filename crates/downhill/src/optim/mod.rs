@@ -28,6 +28,10 @@ crate::registry::registry! {
         lamb::Lamb(LambConfig) = "lamb", "LAMB";
         lars::Lars(LarsConfig) = "lars", "LARS";
         lion::Lion(LionConfig) = "lion", "Lion";
+        rprop::Rprop(RpropConfig) = "rprop", "Rprop";
+        asgd::Asgd(AsgdConfig) = "asgd", "ASGD";
+        adopt::Adopt(AdoptConfig) = "adopt", "ADOPT";
+        ademamix::Ademamix(AdemamixConfig) = "ademamix", "AdEMAMix";
     }
     hyperparameters {
         /// Learning rate.
@@ -42,7 +46,7 @@ crate::registry::registry! {
         weight_decay: f64;
         /// Term added to the denominator for numerical stability.
         eps: f64;
-        /// Smoothing constant of the squared-gradient average.
+        /// RMSprop's smoothing constant; ASGD's step-decay power; AdEMAMix's slow-moment weight.
         alpha: f64;
         /// Learning-rate decay.
         lr_decay: f64;
@@ -72,5 +76,21 @@ crate::registry::registry! {
         decay_form: DecayForm;
         /// Scale updates by the layer-wise trust ratio.
         trust_ratio: bool, negated;
+        /// Rprop's step-size factors (decrease, increase).
+        etas: (f64, f64);
+        /// Rprop's bounds of the step sizes (minimum, maximum).
+        step_sizes: (f64, f64);
+        /// ASGD's decay term.
+        lambd: f64;
+        /// ASGD's step at which averaging starts.
+        t0: f64;
+        /// ADOPT: clip the normalised gradient to ±(t-1)^(1/4).
+        use_clipping: bool, negated;
+        /// AdEMAMix's decay rate of the slow moment.
+        beta3: f64;
+        /// AdEMAMix's warm-up steps of alpha (0: none).
+        t_alpha: u64;
+        /// AdEMAMix's warm-up steps of beta3 (0: none).
+        t_beta3: u64;
     }
 }
