@@ -15,7 +15,6 @@
 //! | [`schedule_json`] | a JSON schedule, plateau config or learning-rate driver | the same for the JSON forms |
 //! | [`hparams`] | `name` then `field=value` lines, or a JSON config | [`OptimizerConfig::from_hparams`], [`OptimizerConfig::set`] (unchanged on error), a valid config builds and round-trips |
 
-
 use serde_json::Value;
 
 use crate::hparams::{HyperKind, HyperValue};
