@@ -6,7 +6,7 @@
 pub enum ErrorKind {
     /// A var or gradient is not `f32`.
     DType,
-    /// A var or gradient is not on the CPU.
+    /// A gradient is not on its var's device (or a CPU-only route met a var elsewhere).
     Device,
     /// A var is not contiguous, or a gradient's shape differs from its var's.
     Layout,

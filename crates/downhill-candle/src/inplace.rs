@@ -108,8 +108,8 @@ impl VarStorages {
         Ok(storages)
     }
 
-    /// Check that var `name` is `f32`, on the CPU and contiguous and that its storage is not one
-    /// of the vars' checked before; then add its storage.
+    /// Check that var `name` is `f32` and contiguous (on any device) and that its storage is not
+    /// one of the vars' checked before; then add its storage.
     pub(crate) fn insert(&mut self, name: &str, var: &Var) -> Result<()> {
         if !matches!(var.dtype(), DType::F32 | DType::BF16 | DType::F16) {
             return Err(Error::new(
@@ -117,15 +117,6 @@ impl VarStorages {
                 format!(
                     "var {name:?} has dtype {:?}, expected f32, bf16 or f16",
                     var.dtype()
-                ),
-            ));
-        }
-        if !var.device().is_cpu() {
-            return Err(Error::new(
-                ErrorKind::Device,
-                format!(
-                    "var {name:?} is on {:?}, only the CPU is supported",
-                    var.device().location()
                 ),
             ));
         }
@@ -148,8 +139,8 @@ impl VarStorages {
         Ok(())
     }
 
-    /// Check a gradient of var `name`: `f32`, on the CPU, of the var's shape, sharing no storage
-    /// with a var. It may be non-contiguous.
+    /// Check a gradient of var `name`: `f32`, on the var's device, of the var's shape, sharing no
+    /// storage with a var. It may be non-contiguous.
     pub(crate) fn check_grad(&self, name: &str, var: &Var, grad: &Tensor) -> Result<()> {
         if !matches!(grad.dtype(), DType::F32 | DType::BF16 | DType::F16) {
             return Err(Error::new(
@@ -160,10 +151,14 @@ impl VarStorages {
                 ),
             ));
         }
-        if !grad.device().is_cpu() {
+        if !grad.device().same_device(var.device()) {
             return Err(Error::new(
                 ErrorKind::Device,
-                format!("gradient of {name:?} is not on the CPU"),
+                format!(
+                    "gradient of {name:?} is on {:?}, its var on {:?}",
+                    grad.device().location(),
+                    var.device().location()
+                ),
             ));
         }
         if grad.dims() != var.dims() {
@@ -207,6 +202,16 @@ where
     F: FnOnce(&mut [Param<'_>]) -> Result<()>,
 {
     let storages = VarStorages::of(vars)?;
+    if let Some((name, var)) = vars.iter().find(|(_, v)| !v.device().is_cpu()) {
+        return Err(Error::new(
+            ErrorKind::Device,
+            format!(
+                "var {name:?} is on {:?}: the in-place route needs CPU vars (the adapter takes \
+                 the host round trip for other devices)",
+                var.device().location()
+            ),
+        ));
+    }
     if grads.len() != vars.len() {
         return Err(Error::new(
             ErrorKind::Layout,

@@ -3,10 +3,11 @@
 //! # Overview
 //!
 //! [`CandleOptimizer`] owns a `Box<dyn downhill::Optimizer>` and a list of named `f32`, `bf16`
-//! or `f16` CPU [`Var`]s (bf16/f16 vars go through the same fused kernels: the core's engine
+//! or `f16` [`Var`]s (bf16/f16 vars go through the same fused kernels: the core's engine
 //! widens them tile by tile, with `f32` master weights in the optimizer's state unless the
 //! group's [`Precision`](downhill::storage::Precision) says otherwise; see
-//! `examples/bf16_int8.rs`). [`CandleOptimizer::step`] runs **one** fused multi-tensor optimizer step over all
+//! `examples/bf16_int8.rs`), on the CPU, or `f32` vars on any device through host memory (see
+//! [Devices](#devices)). [`CandleOptimizer::step`] runs **one** fused multi-tensor optimizer step over all
 //! vars, reading the gradients straight from candle's [`GradStore`] and writing the parameters in
 //! place: no parameter or gradient is copied, no tensor is allocated and no autograd graph is
 //! recorded (candle-nn's own `AdamW` allocates about 15 parameter-sized tensors per parameter
@@ -98,11 +99,27 @@
 //! # }
 //! ```
 //!
+//! # Devices
+//!
+//! Vars may live on any candle device. When every var is on the CPU a step takes the in-place
+//! route above. When some var is elsewhere (CUDA with the `cuda` feature, Metal with
+//! `metal`), the step takes the host round trip: every var and gradient is copied to host
+//! memory, the same fused step runs there, and each stepped var is written back into its
+//! storage on its device (`src/host.rs`). The results are bit-identical to the CPU route; the
+//! cost is the copies (measured on the CPU in BENCHMARKS.md, `scripts/bench_interop.sh`).
+//! `scripts/gpu_check.sh` runs the adapter's tests on a CUDA device when `nvidia-smi` finds
+//! one (`--features cuda`), and says it skipped them otherwise. Neither feature is on by
+//! default: the default build needs no GPU toolkit. Written without a GPU at hand, the route
+//! has so far been tested only on CPU vars (forced with
+//! [`with_host_round_trip`](CandleOptimizer::with_host_round_trip)); the CUDA test has not yet
+//! run on a device.
+//!
 //! # Errors
 //!
-//! Vars or gradients that are not `f32`, `bf16` or `f16`, vars on a non-CPU device, non-contiguous vars, gradients whose
-//! shape differs from their var's, duplicate names and aliased storages are reported as
-//! [`Error`]s, never panics. A non-contiguous *gradient* (which candle's backward pass may
+//! Vars or gradients that are not `f32`, `bf16` or `f16` (or not `f32` off the CPU),
+//! non-contiguous vars, gradients on another device than their var or whose shape differs
+//! from their var's, duplicate names and aliased storages are reported as [`Error`]s, never
+//! panics. A non-contiguous *gradient* (which candle's backward pass may
 //! produce for some ops) is made contiguous first: the only case in which `step` copies.
 #![warn(missing_docs)]
 
@@ -118,6 +135,7 @@ use downhill::loss_scale::{LossScale, LossScaler};
 use downhill::{Optimizer, OptimizerConfig, ParamSpec};
 
 mod error;
+mod host;
 mod inplace;
 
 pub use downhill::clip::GradClip;
@@ -134,6 +152,8 @@ pub struct CandleOptimizer {
     var_storages: VarStorages,
     /// Loss scaling (f16 training): gradients are those of the scaled loss.
     loss_scaler: Option<LossScaler>,
+    /// Step through host memory even when every var is on the CPU.
+    host_round_trip: bool,
 }
 
 impl fmt::Debug for CandleOptimizer {
@@ -211,7 +231,24 @@ impl CandleOptimizer {
             vars,
             var_storages,
             loss_scaler: None,
+            host_round_trip: false,
         })
+    }
+
+    /// Step through host memory (copy every var and gradient to the CPU, step, copy back), as
+    /// vars on other devices always do, even when every var is on the CPU: for measurements and
+    /// tests of that route. See [the device section](crate#devices).
+    pub fn with_host_round_trip(self, on: bool) -> Self {
+        CandleOptimizer {
+            host_round_trip: on,
+            ..self
+        }
+    }
+
+    /// Whether a step takes the host round trip (some var is not on the CPU, or
+    /// [`with_host_round_trip`](Self::with_host_round_trip) asked for it).
+    pub fn uses_host_round_trip(&self) -> bool {
+        self.host_round_trip || self.vars.iter().any(|(_, v)| !v.device().is_cpu())
     }
 
     /// The same adapter with its optimizer wrapped in a [`ClipGrads`]: gradients clipped by
@@ -259,12 +296,43 @@ impl CandleOptimizer {
             }
             owned.push(grad.cloned()); // an Arc clone, not a copy of the data
         }
+        if self.uses_host_round_trip() {
+            return host::step(self.optimizer.as_mut(), &self.vars, &owned);
+        }
         self.run_step(GradSource::Tensors(&owned))
     }
 
     /// One optimizer step with gradients given as `f32` slices, one per var in order
     /// (`None`: no gradient), for gradients computed outside candle's autograd.
     pub fn step_with_slices(&mut self, grads: &[Option<&[f32]>]) -> Result<()> {
+        if self.uses_host_round_trip() {
+            let tensors = self
+                .vars
+                .iter()
+                .zip(grads)
+                .map(|((name, var), g)| {
+                    g.map(|g| {
+                        if g.len() != var.elem_count() {
+                            return Err(Error::new(
+                                ErrorKind::Layout,
+                                format!(
+                                    "gradient of {name:?} has {} elements, the var has {}",
+                                    g.len(),
+                                    var.elem_count()
+                                ),
+                            ));
+                        }
+                        Ok(Tensor::from_slice(
+                            g,
+                            var.shape(),
+                            &candle_core::Device::Cpu,
+                        )?)
+                    })
+                    .transpose()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return host::step(self.optimizer.as_mut(), &self.vars, &tensors);
+        }
         self.run_step(GradSource::Slices(grads))
     }
 

@@ -33,11 +33,16 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// A 6-5-3 MLP with an extra var that does not take part in the loss (no gradient).
 struct Net {
     vars: Vec<(String, Var)>,
+    dev: Device,
 }
 
 impl Net {
     fn new() -> Self {
-        let dev = Device::Cpu;
+        Net::on(&Device::Cpu)
+    }
+
+    fn on(dev: &Device) -> Self {
+        let dev = dev.clone();
         let shapes: [(&str, &[usize]); 5] = [
             ("fc1.weight", &[5, 6]),
             ("fc1.bias", &[5]),
@@ -54,7 +59,7 @@ impl Net {
                 (name.to_string(), v)
             })
             .collect();
-        Net { vars }
+        Net { vars, dev }
     }
 
     fn t(&self, i: usize) -> &Tensor {
@@ -62,11 +67,11 @@ impl Net {
     }
 
     fn loss(&self, step: usize) -> Tensor {
-        let x = Tensor::from_vec(values(8 * 6, 100 + step as u64), (8, 6), &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(values(8 * 6, 100 + step as u64), (8, 6), &self.dev).unwrap();
         let y = Tensor::from_vec(
             (0..8u32).map(|i| (i + step as u32) % 3).collect::<Vec<_>>(),
             8,
-            &Device::Cpu,
+            &self.dev,
         )
         .unwrap();
         let h = x
@@ -99,8 +104,17 @@ fn flat(t: &Tensor) -> Vec<f32> {
 
 /// Step `config` through the adapter and, on copies, through the core API; compare bits.
 fn assert_parity(config: &OptimizerConfig, steps: usize) {
-    let net = Net::new();
-    let mut adapter = CandleOptimizer::new(net.vars.clone(), config).unwrap();
+    assert_parity_on(config, steps, &Device::Cpu, false);
+    assert_parity_on(config, steps, &Device::Cpu, true);
+}
+
+/// [`assert_parity`] with vars on `dev`, forcing the host round trip or not.
+fn assert_parity_on(config: &OptimizerConfig, steps: usize, dev: &Device, host: bool) {
+    let net = Net::on(dev);
+    let mut adapter = CandleOptimizer::new(net.vars.clone(), config)
+        .unwrap()
+        .with_host_round_trip(host);
+    assert_eq!(adapter.uses_host_round_trip(), host || !dev.is_cpu());
     let specs: Vec<ParamSpec> = net
         .vars
         .iter()
@@ -138,7 +152,12 @@ fn assert_parity(config: &OptimizerConfig, steps: usize) {
         for ((name, var), copy) in net.vars.iter().zip(&copies) {
             let got: Vec<u32> = flat(var).iter().map(|x| x.to_bits()).collect();
             let want: Vec<u32> = copy.iter().map(|x| x.to_bits()).collect();
-            assert_eq!(got, want, "{} step {step}: {name} differs", config.name());
+            assert_eq!(
+                got,
+                want,
+                "{} step {step} (host round trip: {host}): {name} differs",
+                config.name()
+            );
         }
     }
     // The unused var never moved.
@@ -290,4 +309,38 @@ fn varmap_vars_are_sorted_by_name() {
     let opt = CandleOptimizer::from_varmap(&varmap, &config("sgd", lr(0.1))).unwrap();
     let names: Vec<&str> = opt.vars().iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["a.bias", "a.weight", "b.bias", "b.weight"]);
+}
+
+#[test]
+fn the_host_round_trip_takes_slices_and_checks_them() {
+    let w = Var::from_vec(vec![1.0f32, 2.0, 3.0], 3, &Device::Cpu).unwrap();
+    let mut opt = CandleOptimizer::new(vec![("w".into(), w.clone())], &config("sgd", lr(1.0)))
+        .unwrap()
+        .with_host_round_trip(true);
+    opt.step_with_slices(&[Some(&[0.5, 1.0, 1.5])]).unwrap();
+    assert_eq!(flat(&w), vec![0.5, 1.0, 1.5]);
+    let err = opt.step_with_slices(&[Some(&[1.0])]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Layout);
+    assert!(
+        err.to_string().contains("1 elements, the var has 3"),
+        "{err}"
+    );
+    opt.step_with_slices(&[None]).unwrap();
+    assert_eq!(flat(&w), vec![0.5, 1.0, 1.5]);
+}
+
+/// On a CUDA device (`scripts/gpu_check.sh`): vars on the GPU take the host round trip and
+/// match the core on copies of the GPU's gradients bit for bit.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_vars_match_the_core_bit_for_bit() {
+    let dev = Device::new_cuda(0).expect("a CUDA device (run through scripts/gpu_check.sh)");
+    for (name, h) in [
+        ("adam", lr(0.01)),
+        ("adamw", lr(0.01)),
+        ("lamb", lr(0.01)),
+        ("sgd", lr(0.1)),
+    ] {
+        assert_parity_on(&config(name, h), 4, &dev, false);
+    }
 }

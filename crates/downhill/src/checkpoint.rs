@@ -314,12 +314,17 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
         records: e.records.clone(),
         rounding_seed: e.rounding_seed,
     };
+    write(K::NAME, doc, &tensors)
+}
+
+/// Writes a header and its tensors as safetensors bytes (the one writer of the format).
+fn write(optimizer: &str, doc: StateDoc, tensors: &Tensors) -> Result<Vec<u8>> {
     let header = Header {
         format: FORMAT.to_string(),
         format_version: VERSION.to_string(),
-        optimizer: K::NAME.to_string(),
+        optimizer: optimizer.to_string(),
         state: doc,
-        crc32: crc(&tensors),
+        crc32: crc(tensors),
     };
     let mut meta = HashMap::new();
     meta.insert(
@@ -349,7 +354,20 @@ struct Staged {
 }
 
 /// Restores a state into `e`, or leaves it untouched and returns the reason.
-pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<()> {
+/// A checkpoint read and checked (format, version, dtypes, checksum), not yet matched to an
+/// optimizer.
+struct Read {
+    optimizer: String,
+    doc: StateDoc,
+    /// Format 1's adapter counters.
+    v1_adapter: Option<(u64, f64)>,
+    /// Format 1: parameters are matched by length.
+    by_length: bool,
+    tensors: Tensors,
+}
+
+/// Reads the safetensors bytes of a checkpoint (the one reader of the format).
+fn read(bytes: &[u8]) -> Result<Read> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|err| {
         Error::checkpoint(format!(
             "not a valid safetensors file (truncated or corrupted?): {err}"
@@ -390,13 +408,6 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
             )))
         }
     };
-    if head.optimizer != K::NAME {
-        return Err(Error::checkpoint(format!(
-            "checkpoint is for optimizer '{}', this optimizer is '{}'",
-            head.optimizer,
-            K::NAME
-        )));
-    }
     let mut tensors: Tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         if !matches!(view.dtype(), Dtype::F32 | Dtype::BF16 | Dtype::U8) {
@@ -415,6 +426,30 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
         return Err(Error::checkpoint(format!(
             "checksum mismatch (file says {}, data gives {sum}): the file is corrupted",
             head.crc32
+        )));
+    }
+    Ok(Read {
+        optimizer: head.optimizer,
+        doc,
+        v1_adapter,
+        by_length,
+        tensors,
+    })
+}
+
+/// Restores a state into `e`, or leaves it untouched and returns the reason.
+pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<()> {
+    let Read {
+        optimizer,
+        doc,
+        v1_adapter,
+        by_length,
+        mut tensors,
+    } = read(bytes)?;
+    if optimizer != K::NAME {
+        return Err(Error::checkpoint(format!(
+            "checkpoint is for optimizer '{optimizer}', this optimizer is '{}'",
+            K::NAME
         )));
     }
     if doc.groups.len() != e.groups.len() {
@@ -792,5 +827,276 @@ fn still_named(file: &std::fs::File, path: &Path) -> bool {
     {
         let _ = (file, path);
         true
+    }
+}
+
+/// A checkpoint's contents as plain values: what [`Optimizer::to_bytes`](crate::Optimizer::to_bytes)
+/// writes, for tools that read or write checkpoints without an optimizer at hand (converters
+/// to and from other frameworks' formats, inspection).
+///
+/// [`Snapshot::from_bytes`] reads a checkpoint of format 2 (the format's checks included),
+/// [`Snapshot::to_bytes`] writes one, and [`Snapshot::build`] makes the optimizer it describes,
+/// which checks every buffer against the optimizer's kernel.
+///
+/// ```
+/// use downhill::checkpoint::Snapshot;
+/// use downhill::{AdamConfig, Optimizer, Param};
+///
+/// let mut opt = AdamConfig::default().build([("w", [2usize])])?;
+/// opt.step(&mut [Param::new("w", &mut [1.0f32, 2.0], &[0.1f32, -0.1])])?;
+/// let snap = Snapshot::from_bytes(&opt.to_bytes()?)?;
+/// let w = &snap.groups[0].params[0];
+/// assert_eq!((w.name.as_str(), w.step), ("w", 1));
+/// assert_eq!(w.buffer("exp_avg").map(|b| b.values.len()), Some(2));
+/// let again = snap.build()?; // the same optimizer, state included
+/// assert_eq!(again.to_bytes()?, opt.to_bytes()?);
+/// # Ok::<(), downhill::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// The parameter groups, in order.
+    pub groups: Vec<SnapshotGroup>,
+    /// Steps skipped by the non-finite policy.
+    pub skipped_steps: u64,
+    /// The learning-rate driver.
+    pub lr_driver: LrDriver,
+    /// Companion records by key.
+    pub records: BTreeMap<String, RecordDoc>,
+}
+
+/// One parameter group of a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotGroup {
+    /// The group's hyperparameters (every group of a snapshot is of the same optimizer).
+    pub config: crate::OptimizerConfig,
+    /// The learning rate the group was created with.
+    pub initial_lr: f64,
+    /// The group's parameters, in registration order.
+    pub params: Vec<SnapshotParam>,
+}
+
+/// One parameter of a [`Snapshot`]: its name, shape, step count and state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotParam {
+    /// The registered name.
+    pub name: String,
+    /// The registered shape.
+    pub shape: Vec<usize>,
+    /// How many times it was updated.
+    pub step: u64,
+    /// Its state buffers and scalar state (scalars have shape `[1]`), by name, or `None`
+    /// before its first step.
+    pub state: Option<Vec<SnapshotBuffer>>,
+}
+
+/// One state buffer (or scalar state, of shape `[1]`) of a [`SnapshotParam`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotBuffer {
+    /// The kernel's name for it (`exp_avg`, `mu_product`, ...).
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its values.
+    pub values: Vec<f32>,
+}
+
+impl SnapshotParam {
+    /// The buffer (or scalar state) called `name`, once the parameter has state.
+    pub fn buffer(&self, name: &str) -> Option<&SnapshotBuffer> {
+        self.state.as_ref()?.iter().find(|b| b.name == name)
+    }
+}
+
+impl Snapshot {
+    /// The optimizer's name (the first group's; `None` without groups).
+    pub fn optimizer(&self) -> Option<&'static str> {
+        self.groups.first().map(|g| g.config.name())
+    }
+
+    /// Reads a checkpoint of format 2.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let Read {
+            optimizer,
+            doc,
+            by_length,
+            mut tensors,
+            ..
+        } = read(bytes)?;
+        if by_length {
+            return Err(Error::checkpoint(
+                "format_version is '1': load it into its optimizer and save it again to \
+                 upgrade it to format 2",
+            ));
+        }
+        let mut groups = Vec::with_capacity(doc.groups.len());
+        for (gi, g) in doc.groups.into_iter().enumerate() {
+            if !g.precision.is_default() || g.params.iter().any(|p| p.master) {
+                return Err(Error::checkpoint(format!(
+                    "group {gi} stores its state with precision {:?}: a snapshot holds f32 \
+                     state only",
+                    g.precision
+                )));
+            }
+            let tagged = serde_json::json!({ "optimizer": optimizer, "config": g.config });
+            let config: crate::OptimizerConfig = serde_json::from_value(tagged).map_err(|err| {
+                Error::checkpoint(format!(
+                    "group {gi}: config is not a valid {optimizer}: {err}"
+                ))
+            })?;
+            let mut params = Vec::with_capacity(g.params.len());
+            for p in g.params {
+                let state = if p.has_state {
+                    let prefix = format!("{}/", p.name);
+                    let keys: Vec<String> = tensors
+                        .keys()
+                        .filter(|k| {
+                            k.strip_prefix(&prefix)
+                                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+                        })
+                        .cloned()
+                        .collect();
+                    let mut bufs = Vec::with_capacity(keys.len());
+                    for key in keys {
+                        let (dtype, shape, bytes) = tensors.remove(&key).expect("listed key");
+                        if dtype != Dtype::F32 {
+                            return Err(Error::checkpoint(format!(
+                                "tensor '{key}' is {}: a snapshot holds f32 state only (load \
+                                 the checkpoint into its optimizer instead)",
+                                dtype_name(dtype)
+                            )));
+                        }
+                        bufs.push(SnapshotBuffer {
+                            name: key[prefix.len()..].to_string(),
+                            shape,
+                            values: f32s(&bytes),
+                        });
+                    }
+                    Some(bufs)
+                } else {
+                    None
+                };
+                params.push(SnapshotParam {
+                    name: p.name,
+                    shape: p.shape,
+                    step: p.step,
+                    state,
+                });
+            }
+            groups.push(SnapshotGroup {
+                config,
+                initial_lr: g.initial_lr,
+                params,
+            });
+        }
+        if let Some(extra) = tensors.keys().next() {
+            return Err(Error::checkpoint(format!(
+                "checkpoint has tensor '{extra}' that belongs to no parameter"
+            )));
+        }
+        Ok(Snapshot {
+            groups,
+            skipped_steps: doc.skipped_steps,
+            lr_driver: doc.lr_driver,
+            records: doc.records,
+        })
+    }
+
+    /// Writes the snapshot as checkpoint bytes (format 2), which the optimizer it describes
+    /// loads with [`Optimizer::load_bytes`](crate::Optimizer::load_bytes). Nothing is checked
+    /// against the optimizer's kernel here; [`Snapshot::build`] does that.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let optimizer = self
+            .optimizer()
+            .ok_or_else(|| Error::param("groups", "a snapshot needs at least one group"))?;
+        let mut tensors: Tensors = BTreeMap::new();
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for (gi, g) in self.groups.iter().enumerate() {
+            if g.config.name() != optimizer {
+                return Err(Error::config(
+                    "optimizer",
+                    format!(
+                        "group {gi} is a '{}' config, the optimizer is '{optimizer}'",
+                        g.config.name()
+                    ),
+                ));
+            }
+            let config = serde_json::to_value(&g.config)
+                .map_err(|err| Error::checkpoint(format!("cannot serialise config: {err}")))?
+                .get("config")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            let mut params = Vec::with_capacity(g.params.len());
+            for p in &g.params {
+                for b in p.state.iter().flatten() {
+                    if b.shape.iter().product::<usize>() != b.values.len() {
+                        return Err(Error::shape(
+                            &p.name,
+                            format!(
+                                "buffer '{}' of '{}' has shape {:?} but {} values",
+                                b.name,
+                                p.name,
+                                b.shape,
+                                b.values.len()
+                            ),
+                        ));
+                    }
+                    let key = format!("{}/{}", p.name, b.name);
+                    if tensors
+                        .insert(
+                            key.clone(),
+                            (Dtype::F32, b.shape.clone(), to_le_bytes(&b.values)),
+                        )
+                        .is_some()
+                    {
+                        return Err(Error::param(&key, format!("tensor '{key}' appears twice")));
+                    }
+                }
+                params.push(ParamDoc {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                    step: p.step,
+                    has_state: p.state.is_some(),
+                    master: false,
+                });
+            }
+            groups.push(GroupDoc {
+                config,
+                initial_lr: g.initial_lr,
+                params,
+                precision: Precision::default(),
+            });
+        }
+        let doc = StateDoc {
+            groups,
+            skipped_steps: self.skipped_steps,
+            lr_driver: self.lr_driver.clone(),
+            records: self.records.clone(),
+            rounding_seed: 0,
+        };
+        write(optimizer, doc, &tensors)
+    }
+
+    /// Builds the optimizer the snapshot describes (its groups, parameters and shapes) and
+    /// loads the snapshot into it: the optimizer checks every buffer's name and shape.
+    pub fn build(&self) -> Result<Box<dyn crate::Optimizer>> {
+        let first = self
+            .groups
+            .first()
+            .ok_or_else(|| Error::param("groups", "a snapshot needs at least one group"))?;
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| {
+                let specs = g
+                    .params
+                    .iter()
+                    .map(|p| crate::ParamSpec::shaped(p.name.clone(), p.shape.clone()))
+                    .collect();
+                (g.config.clone(), specs)
+            })
+            .collect();
+        let mut opt = first.config.build_groups(groups)?;
+        opt.load_bytes(&self.to_bytes()?)?;
+        Ok(opt)
     }
 }

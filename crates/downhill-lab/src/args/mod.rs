@@ -8,7 +8,7 @@
 //! | [`parallel`] | data-parallel training under MPI: `--zero`, `--zero-layout`, `--bucket-mb`, `--comm-timeout` (`compare`, `train`) |
 //! | [`precision`] | parameter dtype, master weights, state storage, loss scaling (`compare`, `train`, `bench`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
-//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`dist_bench`], [`scale`], [`schedule`], [`report`] | one subcommand each |
+//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`dist_bench`], [`scale`], [`schedule`], [`convert`], [`report`] | one subcommand each |
 //! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
 //!
 //! [`Cli`] and its [`Command`] enum put them together. The second layer validates these flags
@@ -18,6 +18,7 @@
 pub mod bench;
 pub mod common;
 pub mod compare;
+pub mod convert;
 pub mod dist_bench;
 pub mod experiment;
 pub mod hyper;
@@ -37,6 +38,7 @@ use clap::{Parser, Subcommand};
 pub use bench::BenchArgs;
 pub use common::{CommonArgs, ModelArg};
 pub use compare::CompareArgs;
+pub use convert::ConvertArgs;
 pub use dist_bench::DistBenchArgs;
 pub use experiment::{ExperimentArgs, ExperimentCommand};
 pub use hyper::HyperArgs;
@@ -93,6 +95,8 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// Measure how a step's time and memory grow with parameters (up to 5e8) and tensors.
     Scale(ScaleArgs),
+    /// Convert an optimizer checkpoint between torch.optim's .pt and downhill's .safetensors.
+    ConvertCheckpoint(ConvertArgs),
     /// One subcommand per experiment of the registry (`bias-correction`, ..., `paper`).
     #[command(flatten)]
     Experiment(ExperimentCommand),

@@ -13,6 +13,7 @@
 //! | (the communicator of data-parallel `train` and `compare`) | [`parallel`] |
 //! | `scale` | [`scale`] |
 //! | `schedule` | [`schedule`] |
+//! | `convert-checkpoint` | [`convert`] |
 //! | `bias-correction`, `paper`, ... (every experiment) | [`experiment`] |
 //! | `report` | [`report`] |
 //!
@@ -21,6 +22,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod convert;
 pub mod dist_bench;
 pub mod experiment;
 pub mod landscape;
@@ -48,6 +50,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::DistBench(args) => dist_bench::run_dist_bench(&args),
         Command::Schedule(args) => schedule::run_schedule(&args),
         Command::Scale(args) => scale::run_scale(&args),
+        Command::ConvertCheckpoint(args) => convert::run_convert(&args).map(|_| ()),
         Command::Experiment(e) => experiment::run_experiment(&e).map(|_| ()),
         Command::Report(args) => report::run_report(&args).map(|_| ()),
     }
