@@ -6,8 +6,8 @@
 //! [`StateDict::read`] reads a `.pt` file of any torch.optim optimizer downhill shares
 //! (SGD, Adagrad, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adadelta), and
 //! [`StateDict::load_into`] puts its hyperparameters, step counts and state buffers into a
-//! downhill optimizer, which then continues the run where PyTorch stopped. [`save`] (or
-//! [`write`] from a [`Snapshot`](downhill::checkpoint::Snapshot)) writes the state of a
+//! downhill optimizer, which then continues the run where PyTorch stopped. [`save()`] (or
+//! [`write()`] from a [`Snapshot`]) writes the state of a
 //! downhill optimizer as a `.pt` file that `torch.load(path, weights_only=True)` followed by
 //! `optimizer.load_state_dict(...)` accepts. downhill's LAMB, LARS and Lion have no
 //! torch.optim counterpart, so they have no `.pt` form.
@@ -688,7 +688,7 @@ impl StateDict {
     }
 }
 
-/// The state of `opt` as the bytes of a `.pt` file (see [`write`]).
+/// The state of `opt` as the bytes of a `.pt` file (see [`write()`]).
 pub fn save(opt: &dyn Optimizer) -> Result<Vec<u8>> {
     write(&Snapshot::from_bytes(&opt.to_bytes()?)?)
 }
