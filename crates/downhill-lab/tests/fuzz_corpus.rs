@@ -2,9 +2,9 @@
 //! through `downhill_lab::fuzzing`, on stable and without libFuzzer; see the core crate's
 //! `tests/fuzz_corpus.rs`.
 //!
-//! `write_seeds` (ignored) writes the seed inputs into `fuzz/seeds/`: small IDX files cut from
-//! the bundled MNIST sample (raw and gzip) and command lines from the lab's tests:
-//! `cargo test --release -p downhill-lab --test fuzz_corpus -- --ignored write_seeds`.
+//! `seeds_are_written_and_replay` writes the seed inputs (small IDX files cut from the bundled
+//! MNIST sample, raw and gzip, and command lines from the lab's tests) to a temporary folder,
+//! or with `DOWNHILL_FUZZ_SEEDS=$PWD/fuzz/seeds` into `fuzz/seeds/`, and replays them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,11 @@ fn fuzz_dir() -> PathBuf {
 }
 
 fn replay(target: &str, entry: fn(&[u8])) -> usize {
-    let dir = fuzz_dir().join("corpus").join(target);
+    replay_dir(&fuzz_dir().join("corpus").join(target), target, entry)
+}
+
+/// Feeds every file of `dir` to `entry`; returns how many there were.
+fn replay_dir(dir: &Path, target: &str, entry: fn(&[u8])) -> usize {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -82,10 +86,27 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// Writes the fuzzers' seed corpora and checks that every seed goes through its target
+/// without a panic. With `DOWNHILL_FUZZ_SEEDS=DIR` the seeds are kept in `DIR` (give it
+/// `fuzz/seeds` before fuzzing, see docs/RELIABILITY.md); otherwise in a temporary folder.
 #[test]
-#[ignore = "writes fuzz/seeds/; run by hand before fuzzing"]
-fn write_seeds() {
-    let seeds = fuzz_dir().join("seeds");
+fn seeds_are_written_and_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = std::env::var_os("DOWNHILL_FUZZ_SEEDS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    write_seeds(&seeds);
+    for (target, entry) in [
+        ("idx", fuzzing::idx as fn(&[u8])),
+        ("idx_gz", fuzzing::idx_gz as fn(&[u8])),
+        ("flags", fuzzing::flags as fn(&[u8])),
+    ] {
+        let n = replay_dir(&seeds.join(target), target, entry);
+        assert!(n > 0, "{target}: no seeds");
+    }
+}
+
+fn write_seeds(seeds: &Path) {
     let data = downhill_lab::data::bundled_data_dir();
     let images =
         downhill_lab::data::read_maybe_gz(&data.join("mnist-10k-images-idx3-ubyte.gz")).unwrap();

@@ -3,8 +3,8 @@
 //! reached new code must still end in an error or a success, never a panic. The corpora are
 //! minimised (`cargo fuzz cmin`); the whole replay takes well under a second.
 //!
-//! `write_seeds` (ignored) writes the seed inputs the corpora grew from into `fuzz/seeds/`:
-//! `cargo test --release -p downhill --test fuzz_corpus -- --ignored write_seeds`.
+//! `seeds_are_written_and_replay` writes the seed inputs the corpora grew from (to a temporary
+//! folder, or with `DOWNHILL_FUZZ_SEEDS=$PWD/fuzz/seeds` into `fuzz/seeds/`) and replays them.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,7 +19,11 @@ fn fuzz_dir() -> PathBuf {
 
 /// Feeds every file of `fuzz/corpus/<target>` to `entry`; returns how many there were.
 fn replay(target: &str, entry: fn(&[u8])) -> usize {
-    let dir = fuzz_dir().join("corpus").join(target);
+    replay_dir(&fuzz_dir().join("corpus").join(target), target, entry)
+}
+
+/// Feeds every file of `dir` to `entry`; returns how many there were.
+fn replay_dir(dir: &Path, target: &str, entry: fn(&[u8])) -> usize {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -121,10 +125,32 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
 }
 
+/// Writes the fuzzers' seed corpora and checks that every seed goes through its target
+/// without a panic. With `DOWNHILL_FUZZ_SEEDS=DIR` the seeds are kept in `DIR` (give it
+/// `fuzz/seeds` before fuzzing, see docs/RELIABILITY.md); otherwise in a temporary folder.
 #[test]
-#[ignore = "writes fuzz/seeds/; run by hand before fuzzing"]
-fn write_seeds() {
-    let seeds = fuzz_dir().join("seeds");
+fn seeds_are_written_and_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = std::env::var_os("DOWNHILL_FUZZ_SEEDS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    write_seeds(&seeds);
+    for (target, entry) in [
+        ("checkpoint", fuzzing::checkpoint as fn(&[u8])),
+        (
+            "checkpoint_fixed_crc",
+            fuzzing::checkpoint_fixed_crc as fn(&[u8]),
+        ),
+        ("schedule_text", fuzzing::schedule_text as fn(&[u8])),
+        ("schedule_json", fuzzing::schedule_json as fn(&[u8])),
+        ("hparams", fuzzing::hparams as fn(&[u8])),
+    ] {
+        let n = replay_dir(&seeds.join(target), target, entry);
+        assert!(n > 0, "{target}: no seeds");
+    }
+}
+
+fn write_seeds(seeds: &Path) {
     // Checkpoints: every optimizer after two steps (one group, then two groups with a
     // schedule), and the format-1 fixtures.
     for entry in REGISTRY {
