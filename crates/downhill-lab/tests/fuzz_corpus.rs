@@ -22,7 +22,7 @@ fn replay(target: &str, entry: fn(&[u8])) -> usize {
 
 /// Feeds every file of `dir` to `entry`; returns how many there were.
 fn replay_dir(dir: &Path, target: &str, entry: fn(&[u8])) -> usize {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .collect();
