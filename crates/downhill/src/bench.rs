@@ -315,7 +315,9 @@ impl Kernel for Probe2 {
     }
 }
 
-fn split(params: usize, tensors: usize) -> Vec<ParamSpec> {
+/// `params` parameters as `tensors` 1-D tensors `t0`, `t1`, ... of lengths as equal as
+/// possible (the first `params % tensors` one longer): the benchmark's model.
+pub fn split(params: usize, tensors: usize) -> Vec<ParamSpec> {
     (0..tensors)
         .map(|i| {
             let len = params / tensors + usize::from(i < params % tensors);
@@ -324,7 +326,8 @@ fn split(params: usize, tensors: usize) -> Vec<ParamSpec> {
         .collect()
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The median of `xs` (the mean of the middle two for an even count).
+pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     let n = xs.len();
     if n % 2 == 1 {

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use downhill::{OptimizerConfig, Param, ParamSpec};
+use downhill::{OptimizerConfig, Param};
 use serde::{Deserialize, Serialize};
 
 use crate::args::ScaleArgs;
@@ -88,7 +88,8 @@ pub fn run_scale(args: &ScaleArgs) -> Result<()> {
             reference_runs.push(child(args, reference, 1)?);
         }
         let p = child(args, n, 1)?;
-        if n == reference {
+        if n == reference && n == args.max_params {
+            // No separate runs around the largest point: it is its own reference.
             reference_runs.push(p.clone());
         }
         by_params.push(p);
@@ -212,14 +213,7 @@ fn measure(
         .build()
         .map_err(|e| LabError::config(format!("cannot start {threads} threads: {e}")))?;
     let config = OptimizerConfig::default_for(name)?;
-    let specs: Vec<ParamSpec> = (0..tensors)
-        .map(|i| {
-            ParamSpec::new(
-                format!("t{i}"),
-                params / tensors + usize::from(i < params % tensors),
-            )
-        })
-        .collect();
+    let specs = downhill::bench::split(params, tensors);
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     pool.install(|| {
         // Parameters and gradients written in full (so resident), small and varied.
@@ -251,12 +245,7 @@ fn measure(
             times.push(t.elapsed().as_secs_f64());
         }
         let (_, rss_peak) = resident();
-        times.sort_by(|a, b| a.total_cmp(b));
-        let median = if times.len() % 2 == 1 {
-            times[times.len() / 2]
-        } else {
-            0.5 * (times[times.len() / 2 - 1] + times[times.len() / 2])
-        };
+        let median = downhill::bench::median(times);
         // State buffers per element: a one-element tensor reads the parameter, the gradient
         // and every buffer once.
         let buffers = opt.traffic(1).0 as u64 - 2;
