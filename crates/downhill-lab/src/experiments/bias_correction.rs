@@ -9,8 +9,8 @@
 //! last epoch), as the paper compares the best lr per (β1, β2). Each (β1, β2, horizon) verdict
 //! is the paired-seed comparison of the two arms at their own selected lrs.
 //!
-//! Measured besides: divergence (validation loss above ln 10, the loss of a uniform guess, or
-//! not finite) per arm and horizon over the whole grid, and the per-step training loss of the
+//! Measured besides: divergence (validation loss not finite, or above both ln 10, the loss of
+//! a uniform guess, and the run's loss before training) per arm and horizon over the whole grid, and the per-step training loss of the
 //! first 200 steps at the two largest lrs of the grid.
 
 use std::collections::HashMap;
@@ -36,9 +36,11 @@ const FIRST_STEPS: usize = 200;
 /// Share of the training set held out for selection.
 const VALIDATION_FRACTION: f64 = 0.2;
 
-/// Divergence: a loss above that of a uniform guess over 10 classes, or not finite.
-fn diverged(loss: f64) -> bool {
-    !loss.is_finite() || loss > 10f64.ln()
+/// Divergence: a loss not finite, or above both that of a uniform guess over 10 classes
+/// (ln 10) and the run's own loss before training (`initial`): a run at lr 1e-5 that has
+/// hardly moved from its initial loss of about 2.307 after one epoch has not diverged.
+fn diverged(loss: f64, initial: f64) -> bool {
+    !loss.is_finite() || loss > 10f64.ln().max(initial)
 }
 
 /// What one run keeps.
@@ -51,7 +53,8 @@ struct Run {
     seed: u64,
     /// Validation loss after epoch 1 and after the last epoch (`null`: not finite).
     validation_loss: [Option<f64>; 2],
-    /// Whether the run diverged by each horizon (validation loss above ln 10 or not finite).
+    /// Whether the run diverged by each horizon (validation loss not finite, or above both
+    /// ln 10 and its loss before training).
     diverged: [bool; 2],
     /// Mini-batch training loss of the first steps (only kept at the two largest lrs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -98,7 +101,11 @@ impl Runner<'_> {
             let horizons = [1, opts.epochs];
             let v = horizons.map(|e| validation_loss(&r.metrics, e));
             // Divergence at epoch 1 counts at the last horizon too.
-            let d = [diverged(v[0]), diverged(v[0]) || diverged(v[1])];
+            let initial = validation_loss(&r.metrics, 0);
+            let d = [
+                diverged(v[0], initial),
+                diverged(v[0], initial) || diverged(v[1], initial),
+            ];
             let first_steps = if lr >= self.keep_steps_from {
                 r.metrics
                     .train_loss
@@ -457,7 +464,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     text.push_str(&format!(
         " Early instability (β2 ≥ 0.999, after epoch 1, over every grid point and seed): \
          {div_without} uncorrected and {div_with} corrected runs diverged (validation loss \
-         above ln 10 = {:.3} or not finite).",
+         not finite, or above both ln 10 = {:.3} and the run's loss before training).",
         10f64.ln()
     ));
     let mut section = ctx
