@@ -44,6 +44,9 @@ pub struct BenchOptions {
     /// division per element, the least arithmetic a PyTorch-exact adaptive optimizer does:
     /// against it, an optimizer's fraction tells its own cost from the divider's.
     pub probe_divide: bool,
+    /// Every tensor an `R × C` matrix (for the optimizers that need the matrix: Adafactor,
+    /// Muon): `params` must then be `tensors · R · C`.
+    pub matrix: Option<(usize, usize)>,
 }
 
 impl Default for BenchOptions {
@@ -56,6 +59,7 @@ impl Default for BenchOptions {
             min_steps: 10,
             min_time: Duration::from_millis(500),
             probe_divide: false,
+            matrix: None,
         }
     }
 }
@@ -427,7 +431,23 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
                 format!("cannot start {} threads: {e}", o.threads),
             )
         })?;
-    let specs = split(o.params, o.tensors);
+    let specs = match o.matrix {
+        None => split(o.params, o.tensors),
+        Some((r, c)) => {
+            if r.checked_mul(c).and_then(|n| n.checked_mul(o.tensors)) != Some(o.params) {
+                return Err(Error::config(
+                    "matrix",
+                    format!(
+                        "{} tensors of {r}x{c} are not {} params",
+                        o.tensors, o.params
+                    ),
+                ));
+            }
+            (0..o.tensors)
+                .map(|i| ParamSpec::shaped(format!("t{i}"), [r, c]))
+                .collect()
+        }
+    };
     pool.install(|| {
         let mut opt = config.build(specs.clone())?;
         // Bytes moved per step, tensor by tensor (two-pass kernels step small tensors in one).

@@ -10,7 +10,9 @@
 //! list (`cases()` in `src/testkit.rs`); only a new hyperparameter name whose value 0 switches
 //! a term of the update off wants a line in the kit's `SWITCHES`, to be tried at both.
 
+use crate::hparams::NumberOrPair;
 use crate::optim::adamw::DecayForm;
+use crate::optim::muon::{AdjustLr, NsDtype};
 
 pub(crate) mod primitives;
 
@@ -28,6 +30,8 @@ crate::registry::registry! {
         lamb::Lamb(LambConfig) = "lamb", "LAMB";
         lars::Lars(LarsConfig) = "lars", "LARS";
         lion::Lion(LionConfig) = "lion", "Lion";
+        adafactor::Adafactor(AdafactorConfig) = "adafactor", "Adafactor";
+        muon::Muon(MuonConfig) = "muon", "Muon";
     }
     hyperparameters {
         /// Learning rate.
@@ -40,8 +44,8 @@ crate::registry::registry! {
         nesterov: bool;
         /// Weight decay: coupled L2 or decoupled, as the optimizer defines it.
         weight_decay: f64;
-        /// Term added to the denominator for numerical stability.
-        eps: f64;
+        /// Term added to the denominator for numerical stability (Adafactor: the pair (eps1 or None, eps2)).
+        eps: NumberOrPair;
         /// Smoothing constant of the squared-gradient average.
         alpha: f64;
         /// Learning-rate decay.
@@ -72,5 +76,17 @@ crate::registry::registry! {
         decay_form: DecayForm;
         /// Scale updates by the layer-wise trust ratio.
         trust_ratio: bool, negated;
+        /// Decay exponent of beta2: 1 - beta2_t = t^beta2_decay.
+        beta2_decay: f64;
+        /// Clipping threshold of the update's RMS.
+        d: f64;
+        /// Coefficients (a, b, c) of the Newton-Schulz quintic.
+        ns_coefficients: (f64, f64, f64);
+        /// Newton-Schulz iterations.
+        ns_steps: u64;
+        /// Learning-rate adjustment per matrix shape.
+        adjust_lr_fn: AdjustLr;
+        /// Arithmetic of the Newton-Schulz iteration.
+        ns_dtype: NsDtype;
     }
 }
