@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import subprocess
+import tempfile
 import time
 
 DEFAULT_CASES = [
@@ -33,13 +35,40 @@ DEFAULT_CASES = [
 ]
 
 
-def run(binary: str, opt: str, params: str, tensors: int, min_time_ms: int) -> float:
+def run(binary: str, opt: str, params: str, tensors: int, min_time_ms: int, threads: int,
+        median: bool) -> float:
     out = subprocess.run(
         [binary, "bench", "--optimizer", opt, "--params", params, "--tensors", str(tensors),
-         "--json", "--min-time-ms", str(min_time_ms)],
+         "--json", "--min-time-ms", str(min_time_ms), "--threads", str(threads)],
         check=True, capture_output=True, text=True,
     ).stdout
-    return json.loads(out)["mparams_per_s"]
+    got = json.loads(out)
+    if median:
+        return got["params"] / got["median_step_seconds"] / 1e6
+    return got["mparams_per_s"]
+
+
+def instructions_per_step(binary: str, opt: str, params: str, tensors: int) -> float:
+    """Instructions per timed step (optimizer and probe, one thread) counted by callgrind:
+    the difference between a run of 13 and one of 3 timed steps, over 10. Unlike a time, the
+    count does not move with whatever else the machine is doing."""
+    counts = []
+    for steps in (3, 13):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
+                 binary, "bench", "--optimizer", opt, "--params", params, "--tensors",
+                 str(tensors), "--threads", "1", "--warmup", "1", "--min-steps", str(steps),
+                 "--min-time-ms", "0", "--json"],
+                check=True, capture_output=True, text=True,
+            )
+        got = json.loads(out.stdout)
+        collected = re.search(r"Collected : (\d+)", out.stderr)
+        if collected is None:
+            raise SystemExit(f"no callgrind total in: {out.stderr[-500:]}")
+        counts.append((got["steps"], int(collected.group(1))))
+    (s0, c0), (s1, c1) = counts
+    return (c1 - c0) / (s1 - s0)
 
 
 def main() -> None:
@@ -48,6 +77,14 @@ def main() -> None:
     ap.add_argument("--b", required=True, help="candidate downhill binary")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time-ms", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2, help="rayon threads of both builds")
+    ap.add_argument("--median", action="store_true",
+                    help="rate from the median step time instead of the mean: steadier on a "
+                         "machine shared with other work (a step preempted by another process "
+                         "moves the mean, rarely the median)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="compare instructions per step counted by valgrind's callgrind "
+                         "(one thread) instead of timing: repeatable on a busy machine")
     ap.add_argument("--cases", help="comma-separated optimizer:params:tensors, e.g. adam:1e7:1")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = ap.parse_args()
@@ -55,13 +92,25 @@ def main() -> None:
     if args.cases:
         cases = [(o, p, int(t)) for o, p, t in (c.split(":") for c in args.cases.split(","))]
     rows = []
+    if args.callgrind:
+        print("| optimizer | shape | A instructions per step | B instructions per step | B/A |")
+        print("|---|---|---|---|---|")
+        for opt, params, tensors in cases:
+            a = instructions_per_step(args.a, opt, params, tensors)
+            b = instructions_per_step(args.b, opt, params, tensors)
+            print(f"| {opt} | {params} x {tensors} | {a:.4g} | {b:.4g} | {b / a:.4f} |",
+                  flush=True)
+        print(f"\n{time.strftime('%Y-%m-%d')}, {platform.node()}, callgrind, "
+              f"A = `{args.a}`, B = `{args.b}`")
+        return
     for opt, params, tensors in cases:
         ratios, a_all, b_all = [], [], []
         for r in range(args.rounds):
             order = ("a", "b") if r % 2 == 0 else ("b", "a")
             got = {}
             for who in order:
-                got[who] = run(getattr(args, who), opt, params, tensors, args.min_time_ms)
+                got[who] = run(getattr(args, who), opt, params, tensors, args.min_time_ms,
+                                args.threads, args.median)
             a_all.append(got["a"])
             b_all.append(got["b"])
             ratios.append(got["b"] / got["a"])
@@ -72,6 +121,7 @@ def main() -> None:
     if args.markdown:
         print()
         print(f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {args.rounds} rounds, "
+              f"{args.threads} thread(s), rate from the {'median' if args.median else 'mean'} step, "
               f"A = `{args.a}`, B = `{args.b}`")
         print()
         print("| optimizer | shape | A Mparam/s (median) | B Mparam/s (median) | B/A median | B/A range |")

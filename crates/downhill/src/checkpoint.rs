@@ -463,30 +463,179 @@ fn take(
         .collect())
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
-/// then renamed over `path`.
+/// Writes `bytes` to `path` atomically and durably, refusing a concurrent writer.
+///
+/// 1. An exclusive advisory lock is taken on the sidecar file `.{name}.lock` next to `path`
+///    (created if needed and left in place; the operating system releases the lock when the
+///    process ends, even if it is killed). If another process holds it, the write is refused
+///    with [`ErrorKind::Locked`](crate::ErrorKind::Locked) and nothing is touched.
+/// 2. The bytes go to a temporary file in the same folder, which is flushed to disk
+///    (`fsync`), and the folder is flushed so that the temporary file's entry is durable.
+/// 3. The temporary file is renamed over `path` and the folder is flushed again, so that after
+///    a crash at any point `path` holds either the previous complete file or the new one.
+///
+/// On an error (a full disk, a file-size limit, a missing folder) the temporary file is
+/// removed and `path` is left as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => std::path::PathBuf::from("."),
+    };
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::checkpoint(format!("'{}' is not a file path", path.display())))?;
-    let tmp_name = format!(
+    let _lock = PathLock::acquire(path)?;
+    remove_stale_temporaries(&dir, &file_name.to_string_lossy());
+    let tmp = dir.join(format!(
         ".{}.tmp-{}",
         file_name.to_string_lossy(),
         std::process::id()
-    );
-    let tmp = match dir {
-        Some(d) => d.join(tmp_name),
-        None => Path::new(&tmp_name).to_path_buf(),
-    };
+    ));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        sync_dir(&dir)?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(&dir)
     })();
     result.map_err(|err| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, err)
     })
+}
+
+/// Removes the temporary files that writers of `name` killed mid-write left behind (the
+/// caller holds the lock, so none of them is being written).
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Flushes a folder's entries to disk (a no-op where folders cannot be opened as files).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// The exclusive lock of a path being written (a file, or a folder such as a training run's):
+/// the file `.{name}.lock` next to it, held with the operating system's advisory lock
+/// (`flock`) as long as the value lives, and released even if the process is killed.
+/// [`write_atomic`] holds one over each write; a program writing a folder over a long time
+/// holds one over the folder, so that a second writer is refused with
+/// [`ErrorKind::Locked`](crate::ErrorKind::Locked) instead of interleaving with the first.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let run = dir.path().join("run");
+/// let held = downhill::checkpoint::PathLock::acquire(&run).unwrap();
+/// let again = downhill::checkpoint::PathLock::acquire(&run);
+/// # #[cfg(unix)]
+/// assert_eq!(again.unwrap_err().kind(), downhill::ErrorKind::Locked);
+/// drop(held);
+/// assert!(downhill::checkpoint::PathLock::acquire(&run).is_ok());
+/// ```
+///
+/// The lock file is removed when the lock is dropped (while still held, so that no other
+/// writer can hold a lock on the removed file at the same time as one on a new file of the
+/// same name: a lock is only taken on the file the path names at that moment).
+#[derive(Debug)]
+pub struct PathLock {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl PathLock {
+    /// Takes the lock of `path` (which need not exist; its folder must), or refuses with
+    /// [`ErrorKind::Locked`](crate::ErrorKind::Locked) naming `path` if another holder has it
+    /// (another process, or another `PathLock` of this one).
+    pub fn acquire(path: &Path) -> Result<PathLock> {
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => d.to_path_buf(),
+            None => std::path::PathBuf::from("."),
+        };
+        let name = path.file_name().ok_or_else(|| {
+            Error::checkpoint(format!("'{}' names no file or folder", path.display()))
+        })?;
+        lock_for_writing(path, &dir, &name.to_string_lossy())
+    }
+
+    /// The lock file.
+    pub fn lock_file(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PathLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+/// Takes the exclusive lock of `.{name}.lock` in `dir`, or refuses if another process holds
+/// it.
+fn lock_for_writing(path: &Path, dir: &Path, name: &str) -> Result<PathLock> {
+    let lock_path = dir.join(format!(".{name}.lock"));
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    crate::ErrorKind::Locked,
+                    Some(path.display().to_string()),
+                    format!(
+                        "{}: another process is writing it (lock {} is held)",
+                        path.display(),
+                        lock_path.display()
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        if still_named(&file, &lock_path) {
+            return Ok(PathLock {
+                file,
+                path: lock_path,
+            });
+        }
+        // The lock file was removed (its writer finished) between our open and our lock:
+        // the lock is on a file nobody else will look at. Try again with the current one.
+    }
+}
+
+/// Whether `path` still names the open file `file`.
+fn still_named(file: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
 }

@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Checkpoint,
     /// An operating-system I/O error.
     Io,
+    /// Another process holds the lock of a file or folder this one wants to write.
+    Locked,
 }
 
 /// The error type of every fallible operation in downhill.
@@ -92,6 +94,7 @@ impl fmt::Display for Error {
             ErrorKind::NonFinite => "non-finite gradient",
             ErrorKind::Checkpoint => "checkpoint error",
             ErrorKind::Io => "i/o error",
+            ErrorKind::Locked => "locked",
         };
         write!(f, "{prefix}: {}", self.message)
     }
@@ -116,6 +119,18 @@ pub mod check {
             Err(Error::config(
                 field,
                 format!("{field} must be finite and >= 0, got {v}"),
+            ))
+        }
+    }
+
+    /// Any finite value (ASGD's `t0`).
+    pub fn finite(field: &str, v: f64) -> Result<()> {
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::config(
+                field,
+                format!("{field} must be finite, got {v}"),
             ))
         }
     }

@@ -620,6 +620,8 @@ pub const SWITCHES: &[(&str, f64)] = &[
     ("dampening", 0.5),
     ("lr_decay", 0.01),
     ("initial_accumulator_value", 0.1),
+    // ASGD: t0 = 0 starts the average on step 2 (the default 1e6 never averages).
+    ("t0", 1e6),
 ];
 
 /// One generated case: an optimizer with one combination of its options.

@@ -237,20 +237,21 @@ fn run_case(path: &std::path::Path, mode: Mode) -> Vec<String> {
     failures
 }
 
-/// The `*.json` files of testdata/golden and of its subfolders (one level).
+/// The `*.json` files of testdata/golden and of its subfolders (one per generator script
+/// besides scripts/gen_golden.py, e.g. `elem/` from scripts/gen_golden_elem.py).
 fn cases() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(golden_dir()).expect("testdata/golden exists") {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            for e in std::fs::read_dir(&path).unwrap() {
-                files.push(e.unwrap().path());
+    let mut dirs = vec![golden_dir()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("testdata/golden exists") {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "json") {
+                files.push(p);
             }
-        } else {
-            files.push(path);
         }
     }
-    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
     files.sort();
     files
 }

@@ -39,8 +39,13 @@ fn learning_rate_must_be_finite_and_non_negative_for_every_optimizer() {
 }
 
 #[test]
-fn weight_decay_must_be_non_negative_for_every_optimizer() {
-    for name in downhill::OPTIMIZER_NAMES {
+fn weight_decay_must_be_non_negative_for_every_optimizer_that_has_it() {
+    // Rprop and ADOPT have no weight decay (nor do PyTorch's Rprop and optax's ADOPT).
+    for entry in REGISTRY {
+        if !entry.fields.iter().any(|f| f.name == "weight_decay") {
+            continue;
+        }
+        let name = entry.name;
         rejects(
             name,
             Hyperparams {
@@ -380,6 +385,74 @@ fn every_generated_case_round_trips_through_json_and_names() {
     }
 }
 
+/// PyTorch's own error inputs for the optimizers added from torch.optim
+/// (`optim_error_inputs_func_rprop` / `_asgd` in torch/testing/_internal/common_optimizers.py,
+/// torch 2.15): each gives an `InvalidConfig` error naming the field and the value. The
+/// inputs shared by every optimizer (`get_error_inputs_for_all_optims`: duplicate parameters
+/// in a group or across groups, a 2-element tensor lr, params that are not a list, names on
+/// some params only) are about PyTorch's parameter containers: here a name given twice is
+/// an error naming it (`bad_parameters_are_errors_not_panics`), and the other inputs cannot
+/// be written.
+#[test]
+fn pytorch_error_inputs_of_rprop_and_asgd() {
+    let cases: &[(&str, Hyperparams, &str, &str)] = &[
+        // Rprop: kwargs=dict(lr=1e-2, etas=(1.0, 0.5)), "Invalid eta values: 1.0, 0.5"
+        (
+            "rprop",
+            Hyperparams {
+                lr: Some(1e-2),
+                etas: Some((1.0, 0.5)),
+                ..h()
+            },
+            "etas",
+            "1, 0.5",
+        ),
+        // ASGD: weight_decay=-0.5, "Invalid weight_decay value: -0.5"
+        (
+            "asgd",
+            Hyperparams {
+                lr: Some(1e-2),
+                weight_decay: Some(-0.5),
+                ..h()
+            },
+            "weight_decay",
+            "-0.5",
+        ),
+        // ASGD: lambd=-0.5, "Invalid lambd value: -0.5"
+        (
+            "asgd",
+            Hyperparams {
+                lr: Some(1e-2),
+                lambd: Some(-0.5),
+                ..h()
+            },
+            "lambd",
+            "-0.5",
+        ),
+        // ASGD: alpha=-0.5, "Invalid alpha value: -0.5"
+        (
+            "asgd",
+            Hyperparams {
+                lr: Some(1e-2),
+                alpha: Some(-0.5),
+                ..h()
+            },
+            "alpha",
+            "-0.5",
+        ),
+    ];
+    for (name, hp, field, value) in cases {
+        rejects(name, hp.clone(), field, value);
+    }
+    // The shared input PyTorch checks for every optimizer that has a duplicate parameter.
+    for name in ["rprop", "asgd"] {
+        let cfg = OptimizerConfig::from_hparams(name, &h()).unwrap();
+        let Err(err) = cfg.build(vec![ParamSpec::new("w", 1), ParamSpec::new("w", 1)]) else {
+            panic!("{name}: a parameter given twice must be an error");
+        };
+        assert_eq!((err.kind(), err.field()), (ErrorKind::Param, Some("w")));
+    }
+}
 /// PyTorch's own error inputs for Adafactor (`optim_error_inputs_func_adafactor` in
 /// torch/testing/_internal/common_optimizers.py, torch 2.15), each an error naming the field,
 /// and the checks of `Adafactor.__init__` that the list does not exercise. The rest of the

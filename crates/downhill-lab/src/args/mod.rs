@@ -6,7 +6,7 @@
 //! | [`common`] | model, data, epochs, batch size, seed, threads (`compare`, `train`) |
 //! | [`training`] | schedules, clipping, non-finite policy, accumulation, groups (`compare`, `train`) |
 //! | [`hyper`] | the PyTorch-named hyperparameters (`train`, `trace`, `bench`) |
-//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`schedule`], [`report`] | one subcommand each |
+//! | [`compare`], [`train`], [`plot`], [`trace`], [`landscape`], [`bench`](mod@bench), [`scale`], [`schedule`], [`report`] | one subcommand each |
 //! | [`experiment`] | the experiment subcommands, generated from [`crate::experiments::EXPERIMENTS`], and the flags each takes |
 //!
 //! [`Cli`] and its [`Command`] enum put them together. The second layer validates these flags
@@ -21,6 +21,7 @@ pub mod hyper;
 pub mod landscape;
 pub mod plot;
 pub mod report;
+pub mod scale;
 pub mod schedule;
 pub mod trace;
 pub mod train;
@@ -36,6 +37,7 @@ pub use hyper::HyperArgs;
 pub use landscape::LandscapeArgs;
 pub use plot::PlotArgs;
 pub use report::ReportArgs;
+pub use scale::ScaleArgs;
 pub use schedule::ScheduleArgs;
 pub use trace::TraceArgs;
 pub use train::TrainArgs;
@@ -70,6 +72,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Plot a learning-rate schedule over steps and print a few values.
     Schedule(ScheduleArgs),
+    /// Measure how a step's time and memory grow with parameters (up to 5e8) and tensors.
+    Scale(ScaleArgs),
     /// One subcommand per experiment of the registry (`bias-correction`, ..., `paper`).
     #[command(flatten)]
     Experiment(ExperimentCommand),

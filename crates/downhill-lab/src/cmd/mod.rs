@@ -9,6 +9,7 @@
 //! | `trace` | [`trace`] |
 //! | `landscape` | [`landscape`] |
 //! | `bench` | [`bench`](mod@bench) |
+//! | `scale` | [`scale`] |
 //! | `schedule` | [`schedule`] |
 //! | `bias-correction`, `paper`, ... (every experiment) | [`experiment`] |
 //! | `report` | [`report`] |
@@ -22,6 +23,7 @@ pub mod experiment;
 pub mod landscape;
 pub mod plot;
 pub mod report;
+pub mod scale;
 pub mod schedule;
 pub mod trace;
 pub mod train;
@@ -40,6 +42,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Landscape(args) => landscape::run_landscape(&args).map(|_| ()),
         Command::Bench(args) => bench::run_bench(&args),
         Command::Schedule(args) => schedule::run_schedule(&args),
+        Command::Scale(args) => scale::run_scale(&args),
         Command::Experiment(e) => experiment::run_experiment(&e).map(|_| ()),
         Command::Report(args) => report::run_report(&args).map(|_| ()),
     }

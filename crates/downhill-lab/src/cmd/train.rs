@@ -78,6 +78,20 @@ mod tests {
     }
 
     #[test]
+    fn a_run_folder_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let held = downhill::checkpoint::PathLock::acquire(&out).unwrap();
+        let args = quick_train_args(&out, &["--optimizer", "sgd"]);
+        let err = run_train(&args).unwrap_err().to_string();
+        assert!(err.contains("another process is writing it"), "{err}");
+        assert!(!out.exists(), "nothing written");
+        drop(held);
+        run_train(&args).unwrap();
+        assert!(out.join("metrics.csv").exists());
+    }
+
+    #[test]
     fn train_writes_one_run_folder_with_the_hyperparameters() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");

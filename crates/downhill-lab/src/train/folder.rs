@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use downhill::checkpoint::PathLock;
 use downhill::schedule::Schedule;
 use downhill::{NonFinitePolicy, OptimizerConfig};
 use downhill_candle::GradClip;
@@ -65,7 +66,14 @@ pub fn training_record(opts: &TrainOptions) -> TrainingConfig {
 
 /// Train, write `dir/config.json` and `dir/metrics.csv`, draw the plots
 /// ([`plot::plot_run`]) and summarise; `RunSummary::run_dir` is `dir`'s last component.
+///
+/// The run folder is locked from the start to the end ([`PathLock`]: `.{name}.lock` beside
+/// it): a second process training into the same folder is refused, not interleaved.
 pub fn run_to_folder(req: &RunRequest<'_>, data: &Split) -> Result<RunSummary> {
+    if let Some(parent) = req.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| LabError::io(parent, e))?;
+    }
+    let _lock = PathLock::acquire(&req.dir)?;
     let result = train_with_config(&req.spec, &req.config, data, &req.opts)?;
     let config = RunConfig {
         format_version: FORMAT_VERSION,

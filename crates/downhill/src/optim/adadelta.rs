@@ -3,6 +3,8 @@
 use crate::kernel::{fma, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
+use super::primitives::{torch_grad, CoupledGrad};
+
 crate::optimizer_config! {
     /// Hyperparameters of [`Adadelta`]; defaults equal PyTorch's `torch.optim.Adadelta`.
     pub struct AdadeltaConfig for AdadeltaKernel {
@@ -72,9 +74,7 @@ pub struct AdadeltaKernel;
 /// Per-step scalars of [`Adadelta`].
 #[derive(Clone, Copy, Debug)]
 pub struct AdadeltaScalars {
-    sign: f32,
-    l2: f32,
-    has_l2: bool,
+    grad: CoupledGrad,
     rho: f32,
     /// `1 - ρ`.
     c: f32,
@@ -87,9 +87,8 @@ fn adadelta_body(s: &AdadeltaScalars, p: &mut [f32], g: &[f32], v: &mut [f32], u
     let n = p.len();
     let (g, v, u) = (&g[..n], &mut v[..n], &mut u[..n]);
     for i in 0..n {
-        let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if s.has_l2 { fma(s.l2, pi, gs) } else { gs };
+        let gi = s.grad.apply_dyn(g[i], pi);
         let vi = fma(s.c * gi, gi, v[i] * s.rho);
         v[i] = vi;
         let std = (vi + s.eps).sqrt();
@@ -110,9 +109,7 @@ impl Kernel for AdadeltaKernel {
 
     fn scalars(c: &AdadeltaConfig, ctx: &StepCtx, _: &mut [f32]) -> AdadeltaScalars {
         AdadeltaScalars {
-            sign: if c.maximize { -1.0 } else { 1.0 },
-            l2: c.weight_decay as f32,
-            has_l2: c.weight_decay != 0.0,
+            grad: CoupledGrad::new(c.maximize, c.weight_decay),
             rho: c.rho as f32,
             c: (1.0 - c.rho) as f32,
             eps: c.eps as f32,
@@ -139,15 +136,8 @@ impl Kernel for AdadeltaKernel {
             unreachable!("adadelta has two state buffers")
         };
         for i in 0..p.len() {
-            // grad = grad if not maximize else -grad
-            let mut g = grad[i];
-            if c.maximize {
-                g = -g;
-            }
-            // grad = grad.add(param, alpha=weight_decay)
-            if c.weight_decay != 0.0 {
-                g = fma(c.weight_decay as f32, p[i], g);
-            }
+            // grad = grad if not maximize else -grad; grad = grad.add(param, alpha=weight_decay)
+            let g = torch_grad(grad[i], p[i], c.maximize, c.weight_decay);
             // square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
             square_avg[i] *= c.rho as f32;
             square_avg[i] = fma((1.0 - c.rho) as f32 * g, g, square_avg[i]);

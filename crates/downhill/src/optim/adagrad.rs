@@ -3,6 +3,8 @@
 use crate::kernel::{fma, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
+use super::primitives::{torch_grad, CoupledGrad};
+
 crate::optimizer_config! {
     /// Hyperparameters of [`Adagrad`]; defaults equal PyTorch's `torch.optim.Adagrad`.
     pub struct AdagradConfig for AdagradKernel {
@@ -75,9 +77,7 @@ pub struct AdagradKernel;
 /// Per-step scalars of [`Adagrad`].
 #[derive(Clone, Copy, Debug)]
 pub struct AdagradScalars {
-    sign: f32,
-    l2: f32,
-    has_l2: bool,
+    grad: CoupledGrad,
     /// `-γ̃`, the decayed learning rate, negated.
     neg_clr: f32,
     eps: f32,
@@ -88,9 +88,8 @@ fn adagrad_body(s: &AdagradScalars, p: &mut [f32], g: &[f32], sum: &mut [f32]) {
     let n = p.len();
     let (g, sum) = (&g[..n], &mut sum[..n]);
     for i in 0..n {
-        let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if s.has_l2 { fma(s.l2, pi, gs) } else { gs };
+        let gi = s.grad.apply_dyn(g[i], pi);
         let si = fma(gi, gi, sum[i]);
         sum[i] = si;
         let std = si.sqrt() + s.eps;
@@ -114,9 +113,7 @@ impl Kernel for AdagradKernel {
     fn scalars(c: &AdagradConfig, ctx: &StepCtx, _: &mut [f32]) -> AdagradScalars {
         let clr = ctx.lr / (1.0 + (ctx.step as f64 - 1.0) * c.lr_decay);
         AdagradScalars {
-            sign: if c.maximize { -1.0 } else { 1.0 },
-            l2: c.weight_decay as f32,
-            has_l2: c.weight_decay != 0.0,
+            grad: CoupledGrad::new(c.maximize, c.weight_decay),
             neg_clr: (-clr) as f32,
             eps: c.eps as f32,
         }
@@ -140,15 +137,8 @@ impl Kernel for AdagradKernel {
         let clr = ctx.lr / (1.0 + (step - 1.0) * c.lr_decay);
         let state_sum = &mut st[0];
         for i in 0..p.len() {
-            // grad = grad if not maximize else -grad
-            let mut g = grad[i];
-            if c.maximize {
-                g = -g;
-            }
-            // grad = grad.add(param, alpha=weight_decay)
-            if c.weight_decay != 0.0 {
-                g = fma(c.weight_decay as f32, p[i], g);
-            }
+            // grad = grad if not maximize else -grad; grad = grad.add(param, alpha=weight_decay)
+            let g = torch_grad(grad[i], p[i], c.maximize, c.weight_decay);
             // state_sum.addcmul_(grad, grad, value=1)
             state_sum[i] = fma(1.0f32 * g, g, state_sum[i]);
             // std = state_sum.sqrt().add_(eps)

@@ -1,6 +1,6 @@
 //! Adam: adaptive moment estimation.
 
-use crate::kernel::{fma, lerp, monomorphise, Bufs, Kernel, StepCtx};
+use crate::kernel::{fma, lerp, monomorphise, Bufs, StepCtx};
 use crate::optim::primitives::{Moments, WeightDecay};
 use crate::Engine;
 
@@ -198,52 +198,72 @@ fn adam_body<const AMS: bool, const L2: bool, const DECAY: bool, const HI: bool>
 pub(crate) fn adam_update(s: &AdamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
     let [m, v, vmax] = st;
     monomorphise!(
-        adam_body[s.amsgrad, s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v, vmax)
+        adam_body[s.amsgrad, s.mo.grad.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v, vmax)
     )
 }
 
-impl Kernel for AdamKernel {
-    const NAME: &'static str = "adam";
-    type Config = AdamConfig;
-    type Scalars = AdamScalars;
+/// `impl Kernel` for an optimizer that is the Adam rule with its own config: `$config` has
+/// `fn rule(&self, ctx) -> AdamRule` and an `amsgrad` field (Adam, AdamW).
+macro_rules! adam_rule_kernel {
+    ($kernel:ident, $config:ident, $name:literal) => {
+        impl $crate::kernel::Kernel for $kernel {
+            const NAME: &'static str = $name;
+            type Config = $config;
+            type Scalars = $crate::optim::adam::AdamScalars;
 
-    fn buffers(c: &AdamConfig) -> &'static [&'static str] {
-        if c.amsgrad {
-            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-        } else {
-            &["exp_avg", "exp_avg_sq"]
+            fn buffers(c: &$config) -> &'static [&'static str] {
+                if c.amsgrad {
+                    &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+                } else {
+                    &["exp_avg", "exp_avg_sq"]
+                }
+            }
+
+            fn scalars(
+                c: &$config,
+                ctx: &$crate::kernel::StepCtx,
+                _: &mut [f32],
+            ) -> $crate::optim::adam::AdamScalars {
+                c.rule(ctx).scalars(ctx)
+            }
+
+            #[inline(always)]
+            fn update(
+                s: &$crate::optim::adam::AdamScalars,
+                p: &mut [f32],
+                g: &[f32],
+                st: $crate::kernel::Bufs<'_>,
+            ) {
+                $crate::optim::adam::adam_update(s, p, g, st)
+            }
+
+            fn reference(
+                c: &$config,
+                ctx: &$crate::kernel::StepCtx,
+                _: &mut [f32],
+                p: &mut [f32],
+                g: &[f32],
+                st: &mut [Vec<f32>],
+            ) {
+                c.rule(ctx).reference(ctx, p, g, st)
+            }
         }
-    }
-
-    fn scalars(c: &AdamConfig, ctx: &StepCtx, _: &mut [f32]) -> AdamScalars {
-        rule(c, ctx).scalars(ctx)
-    }
-
-    #[inline(always)]
-    fn update(s: &AdamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
-        adam_update(s, p, g, st)
-    }
-
-    fn reference(
-        c: &AdamConfig,
-        ctx: &StepCtx,
-        _: &mut [f32],
-        p: &mut [f32],
-        g: &[f32],
-        st: &mut [Vec<f32>],
-    ) {
-        rule(c, ctx).reference(ctx, p, g, st)
-    }
+    };
 }
+pub(crate) use adam_rule_kernel;
 
-/// The rule of an Adam config.
-fn rule(c: &AdamConfig, ctx: &StepCtx) -> AdamRule {
-    AdamRule {
-        betas: c.betas,
-        eps: c.eps,
-        decay: WeightDecay::pytorch(c.weight_decay, c.decoupled_weight_decay, ctx.lr),
-        amsgrad: c.amsgrad,
-        maximize: c.maximize,
-        bias_correction: c.bias_correction,
+adam_rule_kernel!(AdamKernel, AdamConfig, "adam");
+
+impl AdamConfig {
+    /// The Adam rule of this config at step `ctx`.
+    fn rule(&self, ctx: &StepCtx) -> AdamRule {
+        AdamRule {
+            betas: self.betas,
+            eps: self.eps,
+            decay: WeightDecay::pytorch(self.weight_decay, self.decoupled_weight_decay, ctx.lr),
+            amsgrad: self.amsgrad,
+            maximize: self.maximize,
+            bias_correction: self.bias_correction,
+        }
     }
 }

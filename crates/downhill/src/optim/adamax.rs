@@ -1,8 +1,10 @@
 //! Adamax: Adam with the infinity norm in place of the second moment.
 
 use crate::kernel::lerp;
-use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
+use crate::kernel::{monomorphise, Bufs, Kernel, StepCtx};
 use crate::Engine;
+
+use super::primitives::{torch_grad, CoupledGrad};
 
 crate::optimizer_config! {
     /// Hyperparameters of [`Adamax`]; defaults equal PyTorch's `torch.optim.Adamax`.
@@ -73,9 +75,7 @@ pub struct AdamaxKernel;
 /// Per-step scalars of [`Adamax`].
 #[derive(Clone, Copy, Debug)]
 pub struct AdamaxScalars {
-    sign: f32,
-    l2: f32,
-    has_l2: bool,
+    grad: CoupledGrad,
     w1: f32,
     lerp_hi: bool,
     w1c: f32,
@@ -106,9 +106,8 @@ fn adamax_body<const L2: bool, const HI: bool>(
     let n = p.len();
     let (g, m, u) = (&g[..n], &mut m[..n], &mut u[..n]);
     for i in 0..n {
-        let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if L2 { fma(s.l2, pi, gs) } else { gs };
+        let gi = s.grad.apply::<L2>(g[i], pi);
         let mi = lerp(m[i], gi, s.w1, HI, s.w1c);
         m[i] = mi;
         let ui = maximum(u[i] * s.beta2, gi.abs() + s.eps);
@@ -130,9 +129,7 @@ impl Kernel for AdamaxKernel {
         let bias_correction = 1.0 - c.betas.0.powf(ctx.step as f64);
         let w1 = (1.0 - c.betas.0) as f32;
         AdamaxScalars {
-            sign: if c.maximize { -1.0 } else { 1.0 },
-            l2: c.weight_decay as f32,
-            has_l2: c.weight_decay != 0.0,
+            grad: CoupledGrad::new(c.maximize, c.weight_decay),
             w1,
             lerp_hi: w1.abs() >= 0.5,
             w1c: w1 - 1.0,
@@ -145,7 +142,7 @@ impl Kernel for AdamaxKernel {
     #[inline(always)]
     fn update(s: &AdamaxScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, u, _] = st;
-        monomorphise!(adamax_body[s.has_l2, s.lerp_hi](s, p, g, m, u))
+        monomorphise!(adamax_body[s.grad.has_l2, s.lerp_hi](s, p, g, m, u))
     }
 
     fn reference(
@@ -164,15 +161,8 @@ impl Kernel for AdamaxKernel {
         };
         let w = (1.0 - beta1) as f32;
         for i in 0..p.len() {
-            // grad = grad if not maximize else -grad
-            let mut g = grad[i];
-            if c.maximize {
-                g = -g;
-            }
-            // grad = grad.add(param, alpha=weight_decay)
-            if c.weight_decay != 0.0 {
-                g = fma(c.weight_decay as f32, p[i], g);
-            }
+            // grad = grad if not maximize else -grad; grad = grad.add(param, alpha=weight_decay)
+            let g = torch_grad(grad[i], p[i], c.maximize, c.weight_decay);
             // exp_avg.lerp_(grad, 1 - beta1)
             exp_avg[i] = lerp(exp_avg[i], g, w, w.abs() >= 0.5, w - 1.0);
             // torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)

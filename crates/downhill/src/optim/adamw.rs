@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::kernel::{Bufs, Kernel, StepCtx};
-use crate::optim::adam::{adam_update, AdamRule, AdamScalars};
+use crate::kernel::StepCtx;
+use crate::optim::adam::{adam_rule_kernel, AdamRule};
 use crate::optim::primitives::WeightDecay;
 use crate::Engine;
 
@@ -166,50 +166,20 @@ pub type AdamW = Engine<AdamWKernel>;
 #[derive(Debug)]
 pub struct AdamWKernel;
 
-impl Kernel for AdamWKernel {
-    const NAME: &'static str = "adamw";
-    type Config = AdamWConfig;
-    type Scalars = AdamScalars;
-
-    fn buffers(c: &AdamWConfig) -> &'static [&'static str] {
-        if c.amsgrad {
-            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-        } else {
-            &["exp_avg", "exp_avg_sq"]
-        }
-    }
-
-    fn scalars(c: &AdamWConfig, ctx: &StepCtx, _: &mut [f32]) -> AdamScalars {
-        rule(c, ctx).scalars(ctx)
-    }
-
-    #[inline(always)]
-    fn update(s: &AdamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
-        adam_update(s, p, g, st)
-    }
-
-    fn reference(
-        c: &AdamWConfig,
-        ctx: &StepCtx,
-        _: &mut [f32],
-        p: &mut [f32],
-        g: &[f32],
-        st: &mut [Vec<f32>],
-    ) {
-        rule(c, ctx).reference(ctx, p, g, st)
-    }
-}
+adam_rule_kernel!(AdamWKernel, AdamWConfig, "adamw");
 
 /// AdamW is the Adam rule with decoupled decay (always applied, even for `λ = 0`, as
 /// PyTorch's `param.mul_(1 - lr * wd)` is) and bias correction.
-fn rule(c: &AdamWConfig, ctx: &StepCtx) -> AdamRule {
-    AdamRule {
-        betas: c.betas,
-        eps: c.eps,
-        decay: WeightDecay::Decoupled(c.decay_form.factor(ctx, c.weight_decay)),
-        amsgrad: c.amsgrad,
-        maximize: c.maximize,
-        bias_correction: true,
+impl AdamWConfig {
+    fn rule(&self, ctx: &StepCtx) -> AdamRule {
+        AdamRule {
+            betas: self.betas,
+            eps: self.eps,
+            decay: WeightDecay::Decoupled(self.decay_form.factor(ctx, self.weight_decay)),
+            amsgrad: self.amsgrad,
+            maximize: self.maximize,
+            bias_correction: true,
+        }
     }
 }
 

@@ -30,6 +30,10 @@ crate::registry::registry! {
         lamb::Lamb(LambConfig) = "lamb", "LAMB";
         lars::Lars(LarsConfig) = "lars", "LARS";
         lion::Lion(LionConfig) = "lion", "Lion";
+        rprop::Rprop(RpropConfig) = "rprop", "Rprop";
+        asgd::Asgd(AsgdConfig) = "asgd", "ASGD";
+        adopt::Adopt(AdoptConfig) = "adopt", "ADOPT";
+        ademamix::Ademamix(AdemamixConfig) = "ademamix", "AdEMAMix";
         adafactor::Adafactor(AdafactorConfig) = "adafactor", "Adafactor";
         muon::Muon(MuonConfig) = "muon", "Muon";
     }
@@ -46,7 +50,7 @@ crate::registry::registry! {
         weight_decay: f64;
         /// Term added to the denominator for numerical stability (Adafactor: the pair (eps1 or None, eps2)).
         eps: NumberOrPair;
-        /// Smoothing constant of the squared-gradient average.
+        /// RMSprop's smoothing constant; ASGD's step-decay power; AdEMAMix's slow-moment weight.
         alpha: f64;
         /// Learning-rate decay.
         lr_decay: f64;
@@ -76,6 +80,22 @@ crate::registry::registry! {
         decay_form: DecayForm;
         /// Scale updates by the layer-wise trust ratio.
         trust_ratio: bool, negated;
+        /// Rprop's step-size factors (decrease, increase).
+        etas: (f64, f64);
+        /// Rprop's bounds of the step sizes (minimum, maximum).
+        step_sizes: (f64, f64);
+        /// ASGD's decay term.
+        lambd: f64;
+        /// ASGD's step at which averaging starts.
+        t0: f64;
+        /// ADOPT: clip the normalised gradient to ±(t-1)^(1/4).
+        use_clipping: bool, negated;
+        /// AdEMAMix's decay rate of the slow moment.
+        beta3: f64;
+        /// AdEMAMix's warm-up steps of alpha (0: none).
+        t_alpha: u64;
+        /// AdEMAMix's warm-up steps of beta3 (0: none).
+        t_beta3: u64;
         /// Decay exponent of beta2: 1 - beta2_t = t^beta2_decay.
         beta2_decay: f64;
         /// Clipping threshold of the update's RMS.

@@ -161,7 +161,7 @@ impl Kernel for NadamKernel {
     #[inline(always)]
     fn update(s: &NadamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, v, _] = st;
-        monomorphise!(nadam_body[s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
+        monomorphise!(nadam_body[s.mo.grad.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
     }
 
     /// `_single_tensor_nadam` of `torch/optim/nadam.py`, one tensor operation per block.

@@ -1,9 +1,64 @@
-//! Named pieces of the PyTorch Adam family (Adam, AdamW, NAdam, RAdam): how weight decay
-//! enters ([`WeightDecay`]) and the shared start of every element update ([`Moments`]: sign,
-//! L2 or decoupled decay, first and second moments). The optimizers compose them, and their
-//! fused kernels inline them, so the math has one home.
+//! Named pieces of the PyTorch optimizers: the gradient prologue of every optimizer with
+//! coupled weight decay ([`CoupledGrad`]: sign, then L2; its line-by-line reference form
+//! [`torch_grad`]), how weight decay enters the Adam family ([`WeightDecay`]) and the shared
+//! start of every Adam-family element update ([`Moments`]: prologue, decoupled decay, first and
+//! second moments). The optimizers compose them, and their fused kernels inline them, so the
+//! math has one home.
 
 use crate::kernel::{fma, lerp};
+
+/// PyTorch's gradient prologue, `g ← -g` if maximising, then `g ← g + λ p` (one FMA, as
+/// ATen's `add(alpha=)`), as per-step scalars for a fused kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoupledGrad {
+    sign: f32,
+    l2: f32,
+    /// `λ ≠ 0`: the const `L2` of [`CoupledGrad::apply`] (see [`monomorphise!`]).
+    pub(crate) has_l2: bool,
+}
+
+impl CoupledGrad {
+    /// The scalars for `maximize` and the coupled decay `weight_decay = λ`.
+    pub(crate) fn new(maximize: bool, weight_decay: f64) -> Self {
+        CoupledGrad {
+            sign: if maximize { -1.0 } else { 1.0 },
+            l2: weight_decay as f32,
+            has_l2: weight_decay != 0.0,
+        }
+    }
+
+    /// The gradient of one element with parameter `p`; `L2` is `has_l2`.
+    #[inline(always)]
+    pub(crate) fn apply<const L2: bool>(&self, g: f32, p: f32) -> f32 {
+        let gs = g * self.sign;
+        if L2 {
+            fma(self.l2, p, gs)
+        } else {
+            gs
+        }
+    }
+
+    /// [`CoupledGrad::apply`] with `has_l2` tested per element.
+    #[inline(always)]
+    pub(crate) fn apply_dyn(&self, g: f32, p: f32) -> f32 {
+        if self.has_l2 {
+            self.apply::<true>(g, p)
+        } else {
+            self.apply::<false>(g, p)
+        }
+    }
+}
+
+/// The reference form of [`CoupledGrad`], as `torch/optim` writes it:
+/// `grad = grad if not maximize else -grad; grad = grad.add(param, alpha=weight_decay)`.
+pub(crate) fn torch_grad(grad: f32, param: f32, maximize: bool, weight_decay: f64) -> f32 {
+    let g = if maximize { -grad } else { grad };
+    if weight_decay != 0.0 {
+        fma(weight_decay as f32, param, g)
+    } else {
+        g
+    }
+}
 
 /// How a PyTorch Adam-family optimizer applies `weight_decay` in one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,9 +87,7 @@ impl WeightDecay {
 /// starts its element loop with; see [`Moments::step`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Moments {
-    sign: f32,
-    l2: f32,
-    pub(crate) has_l2: bool,
+    pub(crate) grad: CoupledGrad,
     decay: f32,
     pub(crate) has_decay: bool,
     w1: f32,
@@ -54,9 +107,7 @@ impl Moments {
             WeightDecay::Decoupled(f) => (0.0, Some(f)),
         };
         Moments {
-            sign: if maximize { -1.0 } else { 1.0 },
-            l2: l2 as f32,
-            has_l2: l2 != 0.0,
+            grad: CoupledGrad::new(maximize, l2),
             decay: factor.unwrap_or(1.0) as f32,
             has_decay: factor.is_some(),
             w1,
@@ -79,8 +130,7 @@ impl Moments {
         m: f32,
         v: f32,
     ) -> (f32, f32, f32, f32) {
-        let gs = g * self.sign;
-        let gi = if L2 { fma(self.l2, p, gs) } else { gs };
+        let gi = self.grad.apply::<L2>(g, p);
         let pi = if DECAY { p * self.decay } else { p };
         let mi = lerp(m, gi, self.w1, HI, self.w1c);
         let vi = fma(self.c2 * gi, gi, v * self.beta2);

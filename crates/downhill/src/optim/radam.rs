@@ -169,7 +169,7 @@ impl Kernel for RadamKernel {
     #[inline(always)]
     fn update(s: &RadamScalars, p: &mut [f32], g: &[f32], st: Bufs<'_>) {
         let [m, v, _] = st;
-        monomorphise!(radam_body[s.rectified, s.mo.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
+        monomorphise!(radam_body[s.rectified, s.mo.grad.has_l2, s.mo.has_decay, s.mo.lerp_hi](s, p, g, m, v))
     }
 
     /// `_single_tensor_radam` of `torch/optim/radam.py`, one tensor operation per block.

@@ -4,6 +4,8 @@ use crate::kernel::lerp;
 use crate::kernel::{fma, monomorphise, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
+use super::primitives::{torch_grad, CoupledGrad};
+
 crate::optimizer_config! {
     /// Hyperparameters of [`Rmsprop`]; defaults equal PyTorch's `torch.optim.RMSprop`.
     pub struct RmspropConfig for RmspropKernel {
@@ -90,9 +92,7 @@ pub struct RmspropKernel;
 /// Per-step scalars of [`Rmsprop`].
 #[derive(Clone, Copy, Debug)]
 pub struct RmspropScalars {
-    sign: f32,
-    l2: f32,
-    has_l2: bool,
+    grad: CoupledGrad,
     alpha: f32,
     /// `1 - α`: the weight of `g²` in `v`, and the lerp weight of `ḡ`.
     w: f32,
@@ -119,9 +119,8 @@ fn rmsprop_body<const MOM: bool, const CEN: bool, const L2: bool, const HI: bool
     let buf = if MOM { &mut buf[..n] } else { buf };
     let gavg = if CEN { &mut gavg[..n] } else { gavg };
     for i in 0..n {
-        let gs = g[i] * s.sign;
         let pi = p[i];
-        let gi = if L2 { fma(s.l2, pi, gs) } else { gs };
+        let gi = s.grad.apply::<L2>(g[i], pi);
         let vi = fma(s.w * gi, gi, v[i] * s.alpha);
         v[i] = vi;
         let root = if CEN {
@@ -159,9 +158,7 @@ impl Kernel for RmspropKernel {
     fn scalars(c: &RmspropConfig, ctx: &StepCtx, _: &mut [f32]) -> RmspropScalars {
         let w = (1.0 - c.alpha) as f32;
         RmspropScalars {
-            sign: if c.maximize { -1.0 } else { 1.0 },
-            l2: c.weight_decay as f32,
-            has_l2: c.weight_decay != 0.0,
+            grad: CoupledGrad::new(c.maximize, c.weight_decay),
             alpha: c.alpha as f32,
             w,
             lerp_hi: w.abs() >= 0.5,
@@ -187,7 +184,7 @@ impl Kernel for RmspropKernel {
         let (mom, cen, l2, hi) = (
             s.has_momentum,
             s.centered,
-            s.has_l2,
+            s.grad.has_l2,
             s.lerp_hi && s.centered,
         );
         monomorphise!(rmsprop_body[mom, cen, l2, hi](s, p, g, v, b1, b2))
@@ -213,15 +210,8 @@ impl Kernel for RmspropKernel {
         let mut grad_avg = if c.centered { rest.first_mut() } else { None };
         let w = (1.0 - c.alpha) as f32;
         for i in 0..p.len() {
-            // grad = grad if not maximize else -grad
-            let mut g = grad[i];
-            if c.maximize {
-                g = -g;
-            }
-            // grad = grad.add(param, alpha=weight_decay)
-            if c.weight_decay != 0.0 {
-                g = fma(c.weight_decay as f32, p[i], g);
-            }
+            // grad = grad if not maximize else -grad; grad = grad.add(param, alpha=weight_decay)
+            let g = torch_grad(grad[i], p[i], c.maximize, c.weight_decay);
             // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
             square_avg[i] *= c.alpha as f32;
             square_avg[i] = fma((1.0 - c.alpha) as f32 * g, g, square_avg[i]);

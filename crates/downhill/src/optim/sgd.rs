@@ -5,6 +5,8 @@ use crate::error::Error;
 use crate::kernel::{fma, Bufs, Kernel, StepCtx};
 use crate::Engine;
 
+use super::primitives::{torch_grad, CoupledGrad};
+
 crate::optimizer_config! {
     /// Hyperparameters of [`Sgd`]; defaults equal PyTorch's `torch.optim.SGD`.
     pub struct SgdConfig for SgdKernel {
@@ -87,11 +89,9 @@ pub struct SgdKernel;
 #[derive(Clone, Copy, Debug)]
 pub struct SgdScalars {
     neg_lr: f32,
-    wd: f32,
-    sign: f32,
+    grad: CoupledGrad,
     momentum: f32,
     damp1: f32,
-    has_wd: bool,
     has_momentum: bool,
     nesterov: bool,
     first: bool,
@@ -108,10 +108,7 @@ fn sgd_body<const WD: bool, const MOM: bool, const FIRST: bool, const NEST: bool
     let g = &g[..n];
     let buf = if MOM { &mut buf[..n] } else { buf };
     for i in 0..n {
-        let mut d = g[i] * s.sign;
-        if WD {
-            d = p[i].mul_add(s.wd, d);
-        }
+        let mut d = s.grad.apply::<WD>(g[i], p[i]);
         if MOM {
             let b = if FIRST {
                 d
@@ -141,11 +138,9 @@ impl Kernel for SgdKernel {
     fn scalars(c: &SgdConfig, ctx: &StepCtx, _: &mut [f32]) -> SgdScalars {
         SgdScalars {
             neg_lr: -ctx.lr as f32,
-            wd: c.weight_decay as f32,
-            sign: if c.maximize { -1.0 } else { 1.0 },
+            grad: CoupledGrad::new(c.maximize, c.weight_decay),
             momentum: c.momentum as f32,
             damp1: (1.0 - c.dampening) as f32,
-            has_wd: c.weight_decay != 0.0,
             has_momentum: c.momentum != 0.0,
             nesterov: c.nesterov,
             first: ctx.fresh,
@@ -166,7 +161,7 @@ impl Kernel for SgdKernel {
                 }
             };
         }
-        if s.has_wd {
+        if s.grad.has_l2 {
             go!(true)
         } else {
             go!(false)
@@ -183,14 +178,8 @@ impl Kernel for SgdKernel {
     ) {
         let lr = ctx.lr as f32;
         for i in 0..p.len() {
-            let mut g = grad[i];
-            if c.maximize {
-                g = -g;
-            }
-            if c.weight_decay != 0.0 {
-                // grad.add(param, alpha=weight_decay): ATen fuses this into one FMA.
-                g = fma(c.weight_decay as f32, p[i], g);
-            }
+            // grad = grad if not maximize else -grad; grad = grad.add(param, alpha=weight_decay)
+            let mut g = torch_grad(grad[i], p[i], c.maximize, c.weight_decay);
             if c.momentum != 0.0 {
                 let buf = &mut st[0];
                 if ctx.fresh {
