@@ -62,8 +62,10 @@ import traceback
 
 OPTIMIZERS = [
     "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta", "lamb",
-    "lars", "lion",
+    "lars", "lion", "adafactor", "muon",
 ]
+# The optimizers that need the matrix: timed on --matrix RxC tensors (not 1-D splits).
+MATRIX_OPTIMIZERS = {"adafactor", "muon"}
 
 # Used only without --configs: PyTorch's defaults (SGD with momentum 0.9), the papers' for the
 # optimizers PyTorch lacks.
@@ -84,11 +86,16 @@ DEFAULT_CONFIGS = {
     "lars": {"lr": 1.0, "momentum": 0.9, "weight_decay": 0.0, "trust_coefficient": 1e-3,
              "eps": 0.0},
     "lion": {"lr": 1e-4, "betas": [0.9, 0.99], "weight_decay": 0.0},
+    "adafactor": {"lr": 1e-2, "beta2_decay": -0.8, "eps": [None, 1e-3], "d": 1.0,
+                  "weight_decay": 0.0},
+    "muon": {"lr": 1e-3, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True,
+             "ns_coefficients": [3.4445, -4.775, 2.0315], "eps": 1e-7, "ns_steps": 5},
 }
 
 TORCH_CLASSES = {
     "sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW",
     "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam", "adadelta": "Adadelta",
+    "adafactor": "Adafactor", "muon": "Muon",
 }
 TORCH_FUSED = {"sgd", "adagrad", "adam", "adamw"}
 
@@ -110,6 +117,15 @@ def parse_shape(text: str) -> tuple[int, int]:
     if shape[1] > shape[0]:
         raise argparse.ArgumentTypeError(f"more tensors than parameters in {text!r}")
     return shape
+
+
+def parse_matrix(text: str) -> tuple[int, int]:
+    """`1024x1024` -> (1024, 1024)."""
+    try:
+        r, c = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RxC such as 1024x1024, got {text!r}")
+    return r, c
 
 
 def split_sizes(params: int, tensors: int) -> list[int]:
@@ -165,20 +181,21 @@ def torch_kwargs(torch, name: str, config: dict) -> tuple[dict, dict]:
     kwargs, dropped = {}, {}
     for key, value in config.items():
         if key in accepted and key not in ("foreach", "fused", "capturable", "differentiable"):
-            kwargs[key] = tuple(value) if key == "betas" else value
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
         elif value not in (None, False, 0, 0.0, "pytorch") and not (
                 key == "bias_correction" and value is True):
             dropped[key] = value  # a non-default setting PyTorch cannot express
     return kwargs, dropped
 
 
-def bench_torch(torch, name, config, params, tensors, variants, opts):
+def bench_torch(torch, name, config, params, tensors, variants, opts, matrix=None):
     if name not in TORCH_CLASSES:
         return
     cls = getattr(torch.optim, TORCH_CLASSES[name])
     kwargs, dropped = torch_kwargs(torch, name, config)
     gen = torch.Generator().manual_seed(0)
-    sizes = split_sizes(params, tensors)
+    # Shapes: 1-D splits, or `tensors` matrices of `matrix` (params = tensors * R * C).
+    sizes = [matrix] * tensors if matrix else [(n,) for n in split_sizes(params, tensors)]
     for variant in variants:
         if variant == "fused" and name not in TORCH_FUSED:
             continue
@@ -186,7 +203,13 @@ def bench_torch(torch, name, config, params, tensors, variants, opts):
                  "fused": {"fused": True}}[variant]
         if variant == "single-tensor" and name in TORCH_FUSED:
             extra["fused"] = False
+        if name == "muon":  # one path, no foreach argument
+            if variant != "single-tensor":
+                continue
+            extra = {}
         row = base_row("torch", variant, name, params, tensors, opts.threads)
+        if matrix:
+            row["matrix"] = list(matrix)
         try:
             ps = []
             dtype = {"f32": torch.float32, "bf16": torch.bfloat16,
@@ -350,6 +373,10 @@ def main() -> int:
                     help="comma-separated names (default: all twelve)")
     ap.add_argument("--shape", action="append", type=parse_shape, default=[],
                     help="PARAMSxTENSORS, e.g. 1e7x1 or 1e6x1000; repeatable")
+    ap.add_argument("--matrix", type=parse_matrix,
+                    help="RxC: time the optimizers that need the matrix (adafactor, muon) on "
+                    "--tensors matrices of this shape instead of --shape")
+    ap.add_argument("--tensors", type=int, default=1, help="number of --matrix matrices")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--libraries", default="torch,optax", help="torch, optax or both")
     ap.add_argument("--torch-variants", default="single-tensor,foreach,fused")
@@ -407,8 +434,17 @@ def main() -> int:
                 compile_optax(jax, optax, name, configs[name], params, tensors)
         return 0
 
+    if opts.matrix:
+        r, c = opts.matrix
+        for name in names:
+            if torch is not None:
+                bench_torch(torch, name, configs[name], opts.tensors * r * c, opts.tensors,
+                            variants, opts, matrix=(r, c))
+        return 0
     for params, tensors in opts.shape:
         for name in names:
+            if name in MATRIX_OPTIMIZERS:
+                continue
             if torch is not None:
                 bench_torch(torch, name, configs[name], params, tensors, variants, opts)
             if optax is not None:

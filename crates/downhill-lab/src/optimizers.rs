@@ -23,8 +23,16 @@
 //! | `lamb` | `lamb` | core default | paper | |
 //! | `lars` | `lars` | core default | paper | |
 //! | `lion` | `lion` | 1e-4 | 1e-4 (paper) | |
+//! | `adafactor` | `adafactor` | core default (1e-2) | 1e-2 | |
+//! | `muon` | `muon` on 2-D weights, `adamw` (PyTorch defaults) on the rest | core default (1e-3) | 1e-3 | |
+//!
+//! `muon` trains the 2-D weights only, as PyTorch's documentation of `torch.optim.Muon`
+//! advises: the lab builds a [`downhill::Partition`] of Muon (with the given hyperparameters)
+//! on every 2-D parameter and AdamW with PyTorch's defaults (lr 1e-3, betas (0.9, 0.999),
+//! eps 1e-8, weight decay 0.01) on everything else (biases, 1-D parameters, and tensors of
+//! other ranks): see [`build_muon_partition`].
 
-use downhill::{Hyperparams, OptimizerConfig};
+use downhill::{AdamWConfig, Hyperparams, Optimizer, OptimizerConfig, ParamSpec, Partition};
 
 use crate::{LabError, Result};
 
@@ -116,9 +124,63 @@ impl LabOptimizer {
     }
 }
 
+/// The optimizer of `config` over `params`, for training: [`build_muon_partition`] for
+/// `muon`, the optimizer itself otherwise.
+pub fn build_for_training(
+    config: &OptimizerConfig,
+    params: &[ParamSpec],
+) -> Result<Box<dyn Optimizer>> {
+    if config.name() == "muon" {
+        return build_muon_partition(config, params);
+    }
+    Ok(config.build(params.to_vec())?)
+}
+
+/// Muon (`config`) on the 2-D parameters and AdamW with PyTorch's defaults on the others,
+/// in one [`Partition`] (parts `"muon"` and `"adamw"`; a part without parameters is left
+/// out). One checkpoint holds both.
+pub fn build_muon_partition(
+    config: &OptimizerConfig,
+    params: &[ParamSpec],
+) -> Result<Box<dyn Optimizer>> {
+    let (matrices, others): (Vec<ParamSpec>, Vec<ParamSpec>) =
+        params.iter().cloned().partition(|p| p.shape().len() == 2);
+    let mut parts: Vec<(String, Box<dyn Optimizer>)> = Vec::new();
+    if !matrices.is_empty() {
+        parts.push(("muon".into(), config.build(matrices)?));
+    }
+    if !others.is_empty() {
+        parts.push((
+            "adamw".into(),
+            Box::new(AdamWConfig::default().build(others)?),
+        ));
+    }
+    Ok(Box::new(Partition::new(parts)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn muon_trains_the_matrices_and_adamw_the_rest() {
+        let config = lookup("muon")
+            .unwrap()
+            .config(&Hyperparams::default())
+            .unwrap();
+        let specs = [
+            ParamSpec::shaped("fc1.weight", [4, 3]),
+            ParamSpec::shaped("fc1.bias", [4]),
+        ];
+        let opt = build_for_training(&config, &specs).unwrap();
+        assert_eq!(opt.name(), "partition");
+        assert_eq!(opt.group_config_json(0)["optimizer"], "muon");
+        assert_eq!(opt.group_config_json(1)["optimizer"], "adamw");
+        assert_eq!(opt.group_of("fc1.bias"), Some(1));
+        // Muon alone refuses the bias, naming it.
+        let err = config.build(specs.to_vec()).err().unwrap();
+        assert!(err.to_string().contains("fc1.bias"), "{err}");
+    }
 
     #[test]
     fn every_lab_optimizer_builds_with_its_defaults() {

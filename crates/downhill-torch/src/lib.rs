@@ -190,6 +190,12 @@ fn to_value(v: &HyperValue) -> Value {
         HyperValue::Flag(b) => Value::Bool(*b),
         HyperValue::Number(x) => Value::Float(*x),
         HyperValue::Pair(a, b) => Value::Tuple(vec![Value::Float(*a), Value::Float(*b)]),
+        HyperValue::OptionalPair(a, b) => {
+            Value::Tuple(vec![a.map_or(Value::None, Value::Float), Value::Float(*b)])
+        }
+        HyperValue::Triple(a, b, c) => {
+            Value::Tuple(vec![Value::Float(*a), Value::Float(*b), Value::Float(*c)])
+        }
         HyperValue::Text(s) => Value::Str(s.clone()),
     }
 }

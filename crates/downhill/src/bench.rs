@@ -56,6 +56,9 @@ pub struct BenchOptions {
     pub precision: Precision,
     /// The parameters' and gradients' element type (f32, bf16 or f16).
     pub param_dtype: DType,
+    /// Every tensor an `R × C` matrix (for the optimizers that need the matrix: Adafactor,
+    /// Muon): `params` must then be `tensors · R · C`.
+    pub matrix: Option<(usize, usize)>,
 }
 
 impl Default for BenchOptions {
@@ -70,6 +73,7 @@ impl Default for BenchOptions {
             probe_divide: false,
             precision: Precision::default(),
             param_dtype: DType::F32,
+            matrix: None,
         }
     }
 }
@@ -520,7 +524,6 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
                 format!("cannot start {} threads: {e}", o.threads),
             )
         })?;
-    let specs = split(o.params, o.tensors);
     if !matches!(o.param_dtype, DType::F32 | DType::BF16 | DType::F16) {
         return Err(Error::config(
             "param_dtype",
@@ -531,6 +534,23 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
         ));
     }
     let default_storage = o.precision.state == StateDtype::F32 && o.param_dtype == DType::F32;
+    let specs = match o.matrix {
+        None => split(o.params, o.tensors),
+        Some((r, c)) => {
+            if r.checked_mul(c).and_then(|n| n.checked_mul(o.tensors)) != Some(o.params) {
+                return Err(Error::config(
+                    "matrix",
+                    format!(
+                        "{} tensors of {r}x{c} are not {} params",
+                        o.tensors, o.params
+                    ),
+                ));
+            }
+            (0..o.tensors)
+                .map(|i| ParamSpec::shaped(format!("t{i}"), [r, c]))
+                .collect()
+        }
+    };
     pool.install(|| {
         let mut opt = config.build(specs.clone())?;
         opt.set_precision_all(o.precision)?;

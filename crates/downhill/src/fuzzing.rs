@@ -260,6 +260,27 @@ fn value_for(field: &str, text: &str) -> HyperValue {
             ))
         }),
         Some(HyperKind::Flag) => text.parse::<bool>().ok().map(HyperValue::Flag),
+        Some(HyperKind::OptionalPair | HyperKind::NumberOrPair) => {
+            let optional_pair = text.split_once(',').and_then(|(a, b)| {
+                let a = match a.trim() {
+                    "None" => None,
+                    a => Some(a.parse().ok()?),
+                };
+                Some(HyperValue::OptionalPair(a, b.trim().parse().ok()?))
+            });
+            match kind {
+                Some(HyperKind::NumberOrPair) => optional_pair.or_else(|| number(text)),
+                _ => optional_pair,
+            }
+        }
+        Some(HyperKind::Triple) => {
+            let v: Vec<f64> = text
+                .split(',')
+                .map(|t| t.trim().parse().ok())
+                .collect::<Option<_>>()
+                .unwrap_or_default();
+            (v.len() == 3).then(|| HyperValue::Triple(v[0], v[1], v[2]))
+        }
         Some(HyperKind::Choice(_)) | None => None,
     };
     parsed.unwrap_or_else(|| HyperValue::Text(text.to_owned()))

@@ -26,6 +26,10 @@ pub enum HyperValue {
     Pair(f64, f64),
     /// A name from a fixed set, e.g. `decay_form = "paper"`.
     Text(String),
+    /// Two numbers of which the first may be `None`: Adafactor's `eps = (None, 1e-3)`.
+    OptionalPair(Option<f64>, f64),
+    /// Three numbers, e.g. Muon's `ns_coefficients = (3.4445, -4.775, 2.0315)`.
+    Triple(f64, f64, f64),
 }
 
 impl fmt::Display for HyperValue {
@@ -35,6 +39,9 @@ impl fmt::Display for HyperValue {
             HyperValue::Number(x) => write!(f, "{x}"),
             HyperValue::Pair(a, b) => write!(f, "({a}, {b})"),
             HyperValue::Text(s) => write!(f, "{s:?}"),
+            HyperValue::OptionalPair(None, b) => write!(f, "(None, {b})"),
+            HyperValue::OptionalPair(Some(a), b) => write!(f, "({a}, {b})"),
+            HyperValue::Triple(a, b, c) => write!(f, "({a}, {b}, {c})"),
         }
     }
 }
@@ -52,6 +59,16 @@ impl From<bool> for HyperValue {
 impl From<(f64, f64)> for HyperValue {
     fn from(v: (f64, f64)) -> Self {
         HyperValue::Pair(v.0, v.1)
+    }
+}
+impl From<(Option<f64>, f64)> for HyperValue {
+    fn from(v: (Option<f64>, f64)) -> Self {
+        HyperValue::OptionalPair(v.0, v.1)
+    }
+}
+impl From<(f64, f64, f64)> for HyperValue {
+    fn from(v: (f64, f64, f64)) -> Self {
+        HyperValue::Triple(v.0, v.1, v.2)
     }
 }
 impl From<&str> for HyperValue {
@@ -78,6 +95,24 @@ pub enum HyperKind {
     Flag,
     /// One of the listed names.
     Choice(&'static [&'static str]),
+    /// Two real numbers of which the first may be `None` (`None,1e-3` on a command line).
+    OptionalPair,
+    /// Three real numbers (`3.4445,-4.775,2.0315` on a command line).
+    Triple,
+    /// A real number, or a pair whose first element may be `None`: a vocabulary name that
+    /// one optimizer takes as a number and another as such a pair (`eps`: Adam's ε,
+    /// Adafactor's `(ε1, ε2)`).
+    NumberOrPair,
+}
+
+impl HyperKind {
+    /// Whether a vocabulary name of this kind can carry the value of a config field of kind
+    /// `field`: the same kind, or [`HyperKind::NumberOrPair`] for a number or an optional pair.
+    pub fn carries(&self, field: HyperKind) -> bool {
+        *self == field
+            || (*self == HyperKind::NumberOrPair
+                && matches!(field, HyperKind::Number | HyperKind::OptionalPair))
+    }
 }
 
 /// A Rust type a hyperparameter field can have, with its [`HyperKind`] and its conversions
@@ -155,6 +190,76 @@ impl HyperType for (f64, f64) {
     }
 }
 
+impl HyperType for (Option<f64>, f64) {
+    const KIND: HyperKind = HyperKind::OptionalPair;
+    fn to_value(&self) -> HyperValue {
+        HyperValue::OptionalPair(self.0, self.1)
+    }
+    /// Also reads a plain pair `(a, b)` as `(Some(a), b)`.
+    fn from_value(value: &HyperValue) -> Option<Self> {
+        match value {
+            HyperValue::OptionalPair(a, b) => Some((*a, *b)),
+            HyperValue::Pair(a, b) => Some((Some(*a), *b)),
+            _ => None,
+        }
+    }
+}
+
+impl HyperType for (f64, f64, f64) {
+    const KIND: HyperKind = HyperKind::Triple;
+    fn to_value(&self) -> HyperValue {
+        HyperValue::Triple(self.0, self.1, self.2)
+    }
+    fn from_value(value: &HyperValue) -> Option<Self> {
+        match value {
+            HyperValue::Triple(a, b, c) => Some((*a, *b, *c)),
+            _ => None,
+        }
+    }
+}
+
+/// The value of a vocabulary name of kind [`HyperKind::NumberOrPair`] (`eps`): a number for
+/// most optimizers, a pair whose first element may be `None` for Adafactor. Which one an
+/// optimizer takes is its config field's kind; the other is an error naming the field.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NumberOrPair {
+    /// One number (`--eps 1e-8`).
+    Number(f64),
+    /// Two numbers, the first optional (`--eps None,1e-3`).
+    Pair(Option<f64>, f64),
+}
+
+impl From<f64> for NumberOrPair {
+    fn from(v: f64) -> Self {
+        NumberOrPair::Number(v)
+    }
+}
+
+impl From<(Option<f64>, f64)> for NumberOrPair {
+    fn from(v: (Option<f64>, f64)) -> Self {
+        NumberOrPair::Pair(v.0, v.1)
+    }
+}
+
+impl HyperType for NumberOrPair {
+    const KIND: HyperKind = HyperKind::NumberOrPair;
+    fn to_value(&self) -> HyperValue {
+        match *self {
+            NumberOrPair::Number(x) => HyperValue::Number(x),
+            NumberOrPair::Pair(a, b) => HyperValue::OptionalPair(a, b),
+        }
+    }
+    fn from_value(value: &HyperValue) -> Option<Self> {
+        match value {
+            HyperValue::Number(x) => Some(NumberOrPair::Number(*x)),
+            HyperValue::OptionalPair(a, b) => Some(NumberOrPair::Pair(*a, *b)),
+            HyperValue::Pair(a, b) => Some(NumberOrPair::Pair(Some(*a), *b)),
+            _ => None,
+        }
+    }
+}
+
 /// A fieldless enum whose variants are chosen by name (`DecayForm`: `"pytorch"`, `"paper"`).
 /// `choice_type!(Type { Variant = "name", ... })` implements [`HyperType`] for it.
 #[macro_export]
@@ -220,6 +325,9 @@ pub fn wrong_kind(optimizer: &str, field: &str, kind: HyperKind, got: &HyperValu
         HyperKind::Pair => "a pair of numbers".to_string(),
         HyperKind::Flag => "true or false".to_string(),
         HyperKind::Choice(names) => format!("one of {}", names.join(", ")),
+        HyperKind::OptionalPair => "a pair (a number or None, a number)".to_string(),
+        HyperKind::Triple => "three numbers".to_string(),
+        HyperKind::NumberOrPair => "a number or a pair (a number or None, a number)".to_string(),
     };
     Error::config(
         field,

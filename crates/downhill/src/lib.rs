@@ -39,6 +39,8 @@
 //! | [`Lamb`] | You et al. 2020 (optax) | lr 1e-3, eps 1e-6 | 8 |
 //! | [`Lars`] | You, Gitman & Ginsburg 2017 (optax) | trust_coefficient 1e-3, momentum 0.9 | 4 |
 //! | [`Lion`] | Chen et al. 2023 | lr 1e-4, betas (0.9, 0.99) | 4 |
+//! | [`Adafactor`] | Shazeer & Stern 2018 | lr 1e-2, beta2_decay -0.8, eps (None, 1e-3), d 1 | `4 (R + C) / (R C)` for an `R × C` matrix; 4 for a vector |
+//! | [`Muon`] | Jordan et al. 2024 | lr 1e-3, wd 0.1, momentum 0.95, Nesterov, 5 Newton–Schulz steps | 4 (2-D parameters only; see [`Partition`]) |
 //!
 //! ## Numerical conventions
 //!
@@ -105,6 +107,7 @@ pub mod loss_scale;
 pub mod optim;
 mod optimizer;
 mod param;
+pub mod partition;
 pub mod registry;
 pub mod schedule;
 pub mod state;
@@ -124,4 +127,5 @@ pub use optim::exports::*;
 pub use optim::{Hyperparams, HYPERPARAMETERS, OPTIMIZER_NAMES, REGISTRY};
 pub use optimizer::Optimizer;
 pub use param::{DType, GradData, Param, ParamData, ParamSpec};
+pub use partition::Partition;
 pub use registry::{ConfigKernel, OptimizerConfig};

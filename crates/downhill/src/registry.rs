@@ -388,21 +388,23 @@ impl OptimizerConfig {
 fn check_finite(field: &str, value: &HyperValue) -> Result<()> {
     let bad = match value {
         HyperValue::Number(x) => (!x.is_finite()).then(|| (field.to_string(), *x)),
-        HyperValue::Pair(a, b) => {
-            if !a.is_finite() {
-                Some((format!("{field}.0"), *a))
-            } else if !b.is_finite() {
-                Some((format!("{field}.1"), *b))
-            } else {
-                None
-            }
-        }
+        HyperValue::Pair(a, b) => first_non_finite(field, &[Some(*a), Some(*b)]),
+        HyperValue::OptionalPair(a, b) => first_non_finite(field, &[*a, Some(*b)]),
+        HyperValue::Triple(a, b, c) => first_non_finite(field, &[Some(*a), Some(*b), Some(*c)]),
         _ => None,
     };
     match bad {
         Some((f, v)) => Err(Error::config(&f, format!("{f} must be finite, got {v}"))),
         None => Ok(()),
     }
+}
+
+/// The first non-finite element of a pair or triple (a `None` is fine), as `field.i`.
+fn first_non_finite(field: &str, values: &[Option<f64>]) -> Option<(String, f64)> {
+    values.iter().enumerate().find_map(|(i, v)| match v {
+        Some(x) if !x.is_finite() => Some((format!("{field}.{i}"), *x)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -419,7 +421,14 @@ mod tests {
                     .unwrap_or_else(|| {
                         panic!("{}.{} is not in HYPERPARAMETERS", entry.name, field.name)
                     });
-                assert_eq!(info.kind, field.kind, "{}.{}", entry.name, field.name);
+                assert!(
+                    info.kind.carries(field.kind),
+                    "{}.{}: the vocabulary's {:?} cannot carry a {:?}",
+                    entry.name,
+                    field.name,
+                    info.kind,
+                    field.kind
+                );
             }
         }
         for info in crate::HYPERPARAMETERS {

@@ -336,11 +336,13 @@ fn pool(threads: usize) -> rayon::ThreadPool {
         .expect("thread pool")
 }
 
-/// 1-D parameters `t0`, `t1`, ... of the given lengths.
+/// Parameters `t0`, `t1`, ... of the given lengths, each a `1 × n` matrix: the optimizers
+/// that take matrices only (Muon) run on them too, and for every element-wise kernel the shape
+/// changes nothing.
 pub fn specs(lens: &[usize]) -> Vec<ParamSpec> {
     lens.iter()
         .enumerate()
-        .map(|(k, &n)| ParamSpec::new(format!("t{k}"), n))
+        .map(|(k, &n)| ParamSpec::shaped(format!("t{k}"), [1, n]))
         .collect()
 }
 
@@ -555,12 +557,12 @@ impl Workload {
         }
     }
 
-    /// The parameters' specs (1-D).
+    /// The parameters' specs: `1 × n` matrices (see [`specs`]).
     pub fn specs(&self) -> Vec<ParamSpec> {
         self.names
             .iter()
             .zip(&self.params)
-            .map(|(n, p)| ParamSpec::new(n.clone(), p.len()))
+            .map(|(n, p)| ParamSpec::shaped(n.clone(), [1, p.len()]))
             .collect()
     }
 
@@ -655,7 +657,11 @@ pub fn variants(name: &str, kind: HyperKind) -> Option<Vec<HyperValue>> {
             .iter()
             .find(|(s, _)| *s == name)
             .map(|&(_, v)| vec![0.0.into(), v.into()]),
-        HyperKind::Integer | HyperKind::Pair => None,
+        HyperKind::Integer
+        | HyperKind::Pair
+        | HyperKind::OptionalPair
+        | HyperKind::Triple
+        | HyperKind::NumberOrPair => None,
     }
 }
 

@@ -25,7 +25,9 @@ fn groups(cfg: &OptimizerConfig) -> Vec<(OptimizerConfig, Vec<ParamSpec>)> {
     let spec = |prefix: &str, lens: &[usize]| -> Vec<ParamSpec> {
         lens.iter()
             .enumerate()
-            .map(|(i, &n)| ParamSpec::new(format!("{prefix}{i}"), n))
+            // `1 × n` matrices (the test kit's convention): Muon takes matrices only, and
+            // for every other optimizer the shape changes nothing.
+            .map(|(i, &n)| ParamSpec::shaped(format!("{prefix}{i}"), [1, n]))
             .collect()
     };
     let second = cfg.with_lr(cfg.lr() * 0.5).unwrap();

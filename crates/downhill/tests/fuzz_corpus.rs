@@ -192,6 +192,11 @@ fn write_seeds(seeds: &Path) {
             let v = match value {
                 downhill::hparams::HyperValue::Number(x) => format!("{x}"),
                 downhill::hparams::HyperValue::Pair(a, b) => format!("{a},{b}"),
+                downhill::hparams::HyperValue::OptionalPair(a, b) => match a {
+                    Some(a) => format!("{a},{b}"),
+                    None => format!("None,{b}"),
+                },
+                downhill::hparams::HyperValue::Triple(a, b, c) => format!("{a},{b},{c}"),
                 downhill::hparams::HyperValue::Flag(f) => format!("{f}"),
                 downhill::hparams::HyperValue::Text(t) => t,
             };

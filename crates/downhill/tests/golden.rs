@@ -3,6 +3,9 @@
 //! with ordinary, tiny, huge, zero and sign-flipping gradients. Parameters, state buffers and
 //! step counts must match to a relative error of 1e-6 after one step and 1e-5 through step 200,
 //! for the fast kernels and for the reference implementation.
+//!
+//! The optimizers that need the matrix have their cases in testdata/golden/matrix (made by
+//! scripts/gen_golden_matrix.py): the same format, with a shape and a gradient scale per tensor.
 
 use std::path::PathBuf;
 
@@ -34,6 +37,47 @@ const TENSORS: [(&str, usize, f32); 4] = [
     ("w3", 9, 1.0),
 ];
 
+/// The tensors of a case: a file's own list when its entries have shapes
+/// (testdata/golden/matrix), else the four of testdata/golden/README.md.
+struct Tensor {
+    name: String,
+    shape: Vec<usize>,
+    len: usize,
+    scale: f32,
+}
+
+fn tensors_of(doc: &Value) -> Vec<Tensor> {
+    let listed = doc["tensors"].as_array().cloned().unwrap_or_default();
+    if !listed.is_empty() && listed.iter().all(|t| t.get("shape").is_some()) {
+        return listed
+            .iter()
+            .map(|t| {
+                let shape: Vec<usize> = t["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap() as usize)
+                    .collect();
+                Tensor {
+                    name: t["name"].as_str().unwrap().to_string(),
+                    len: shape.iter().product(),
+                    shape,
+                    scale: t["scale"].as_f64().unwrap() as f32,
+                }
+            })
+            .collect();
+    }
+    TENSORS
+        .iter()
+        .map(|&(n, len, scale)| Tensor {
+            name: n.to_string(),
+            shape: vec![len],
+            len,
+            scale,
+        })
+        .collect()
+}
+
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/golden")
 }
@@ -63,9 +107,10 @@ fn run_case(path: &std::path::Path, mode: Mode) -> Vec<String> {
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
         .unwrap_or_default();
-    let lens: std::collections::HashMap<String, usize> = TENSORS
+    let tensors = tensors_of(&doc);
+    let shapes: std::collections::HashMap<&str, &[usize]> = tensors
         .iter()
-        .map(|&(n, l, _)| (n.to_string(), l))
+        .map(|t| (t.name.as_str(), t.shape.as_slice()))
         .collect();
     let groups = doc["groups"]
         .as_array()
@@ -83,7 +128,7 @@ fn run_case(path: &std::path::Path, mode: Mode) -> Vec<String> {
                 .iter()
                 .map(|p| {
                     let n = p.as_str().unwrap();
-                    ParamSpec::new(n, lens[n])
+                    ParamSpec::shaped(n, shapes[n].to_vec())
                 })
                 .collect();
             (cfg, params)
@@ -93,19 +138,19 @@ fn run_case(path: &std::path::Path, mode: Mode) -> Vec<String> {
     opt.set_mode(mode);
 
     let mut rng = SplitMix64(doc["seed"].as_u64().unwrap());
-    let mut params: Vec<Vec<f32>> = TENSORS
+    let mut params: Vec<Vec<f32>> = tensors
         .iter()
-        .map(|&(n, len, _)| {
-            let v: Vec<f32> = (0..len).map(|_| rng.uniform()).collect();
-            if n == "w3" {
-                vec![0.0; len]
+        .map(|t| {
+            let v: Vec<f32> = (0..t.len).map(|_| rng.uniform()).collect();
+            if t.name == "w3" {
+                vec![0.0; t.len]
             } else {
                 v
             }
         })
         .collect();
     let mut failures = Vec::new();
-    for (i, &(n, _, _)) in TENSORS.iter().enumerate() {
+    for (i, n) in tensors.iter().map(|t| t.name.as_str()).enumerate() {
         let want = f32s(&doc["initial"][n]);
         if want != params[i] {
             failures.push(format!(
@@ -117,12 +162,12 @@ fn run_case(path: &std::path::Path, mode: Mode) -> Vec<String> {
     let snapshots = doc["snapshots"].as_array().unwrap();
     let steps = doc["steps"].as_u64().unwrap();
     let mut snap = snapshots.iter().peekable();
-    let mut grads: Vec<Vec<f32>> = TENSORS.iter().map(|&(_, l, _)| vec![0.0; l]).collect();
+    let mut grads: Vec<Vec<f32>> = tensors.iter().map(|t| vec![0.0; t.len]).collect();
     for k in 1..=steps {
-        for (t, &(n, len, scale)) in TENSORS.iter().enumerate() {
-            for (j, slot) in grads[t].iter_mut().enumerate().take(len) {
-                let mut g = rng.uniform() * scale;
-                if n == "w3" {
+        for (t, tensor) in tensors.iter().enumerate() {
+            for (j, slot) in grads[t].iter_mut().enumerate() {
+                let mut g = rng.uniform() * tensor.scale;
+                if tensor.name == "w3" {
                     if j % 3 == 0 {
                         g = 0.0;
                     } else if k % 2 == 1 {
@@ -135,8 +180,8 @@ fn run_case(path: &std::path::Path, mode: Mode) -> Vec<String> {
         let mut ps: Vec<Param> = params
             .iter_mut()
             .zip(&grads)
-            .zip(TENSORS.iter())
-            .map(|((v, g), &(n, _, _))| {
+            .zip(tensors.iter().map(|t| t.name.as_str()))
+            .map(|((v, g), n)| {
                 if n == "w3" && missing.contains(&k) {
                     Param::without_grad(n, v)
                 } else {
@@ -150,8 +195,15 @@ fn run_case(path: &std::path::Path, mode: Mode) -> Vec<String> {
                 break;
             }
             let s = snap.next().unwrap();
-            let tol = if k == 1 { 1e-6 } else { 1e-5 };
-            for (t, &(n, _, _)) in TENSORS.iter().enumerate() {
+            // A file's own "tolerance" (Muon's bf16 cases, justified in
+            // testdata/golden/matrix/README.md), else the core's.
+            let tol = match (k, doc.get("tolerance")) {
+                (1, Some(t)) => t["step1"].as_f64().unwrap(),
+                (_, Some(t)) => t["all_steps"].as_f64().unwrap(),
+                (1, None) => 1e-6,
+                _ => 1e-5,
+            };
+            for (t, n) in tensors.iter().map(|t| t.name.as_str()).enumerate() {
                 let e = rel_err(&params[t], &f32s(&s["params"][n]));
                 if e > tol {
                     failures.push(format!(

@@ -87,15 +87,15 @@ fn bad_checkpoints_are_rejected_and_leave_the_optimizer_untouched() {
     assert_rejected(
         target.as_mut(),
         &trained(&adam, &[1, 7, 38, 5000]).to_bytes().unwrap(),
-        "the checkpoint has shape [38], this optimizer registered shape [37]",
+        "the checkpoint has shape [1, 38], this optimizer registered shape [1, 37]",
     );
     // Differently named parameters.
     let other_names = adam
         .build(vec![
-            ParamSpec::new("t0", 1),
-            ParamSpec::new("t1", 7),
-            ParamSpec::new("x", 37),
-            ParamSpec::new("t3", 5000),
+            ParamSpec::shaped("t0", [1, 1]),
+            ParamSpec::shaped("t1", [1, 7]),
+            ParamSpec::shaped("x", [1, 37]),
+            ParamSpec::shaped("t3", [1, 5000]),
         ])
         .unwrap()
         .to_bytes()

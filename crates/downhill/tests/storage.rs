@@ -136,7 +136,7 @@ fn tiles_equal_the_reference_for_any_thread_count_and_storage() {
         }
         if case
             .config
-            .build(vec![("x", 8).into()])
+            .build(vec![downhill::ParamSpec::shaped("x", [1, 8])])
             .unwrap()
             .set_precision(0, Precision::state(StateDtype::Int8))
             .is_err()
@@ -144,7 +144,7 @@ fn tiles_equal_the_reference_for_any_thread_count_and_storage() {
             // Whole-tensor kernels keep f32 state: they must refuse, naming the field.
             let err = case
                 .config
-                .build(vec![("x", 8).into()])
+                .build(vec![downhill::ParamSpec::shaped("x", [1, 8])])
                 .unwrap()
                 .set_precision(0, Precision::state(StateDtype::Int8))
                 .unwrap_err();

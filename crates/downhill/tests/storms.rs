@@ -83,7 +83,8 @@ fn build(cfg: &OptimizerConfig, clipped: bool) -> Box<dyn Optimizer> {
     let specs = names()
         .into_iter()
         .zip(LENS)
-        .map(|(n, len)| ParamSpec::new(n, len))
+        // `1 × n` matrices (the test kit's convention): Muon takes matrices only.
+        .map(|(n, len)| ParamSpec::shaped(n, [1, len]))
         .collect();
     let opt = cfg.build(specs).unwrap();
     if clipped {

@@ -100,7 +100,7 @@ fn eps_must_be_non_negative() {
         rejects(
             name,
             Hyperparams {
-                eps: Some(-1e-8),
+                eps: Some((-1e-8).into()),
                 ..h()
             },
             "eps",
@@ -331,6 +331,16 @@ fn every_number_field_of_every_optimizer_rejects_non_finite_values() {
             let bad: Vec<HyperValue> = match field.kind {
                 HyperKind::Number => vec![f64::NAN.into(), f64::INFINITY.into()],
                 HyperKind::Pair => vec![(f64::NAN, 0.5).into(), (0.5, f64::NAN).into()],
+                HyperKind::OptionalPair => vec![
+                    (Some(f64::NAN), 0.5).into(),
+                    (None, f64::INFINITY).into(),
+                    (Some(0.5), f64::NAN).into(),
+                ],
+                HyperKind::Triple => vec![
+                    (f64::NAN, 0.5, 0.5).into(),
+                    (0.5, f64::INFINITY, 0.5).into(),
+                    (0.5, 0.5, f64::NAN).into(),
+                ],
                 _ => continue,
             };
             for value in bad {
@@ -442,4 +452,177 @@ fn pytorch_error_inputs_of_rprop_and_asgd() {
         };
         assert_eq!((err.kind(), err.field()), (ErrorKind::Param, Some("w")));
     }
+}
+/// PyTorch's own error inputs for Adafactor (`optim_error_inputs_func_adafactor` in
+/// torch/testing/_internal/common_optimizers.py, torch 2.15), each an error naming the field,
+/// and the checks of `Adafactor.__init__` that the list does not exercise. The rest of the
+/// list has no Rust counterpart: `params` that is not an iterable and a tensor `lr` of two
+/// elements cannot be written with downhill's types, nor can a complex parameter (parameters
+/// are f32); a duplicate parameter is `duplicate_parameters_are_rejected_like_pytorch`.
+#[test]
+fn adafactor_rejects_pytorchs_error_inputs() {
+    use downhill::hparams::NumberOrPair;
+    let eps = |a: Option<f64>, b: f64| Some(NumberOrPair::Pair(a, b));
+    // "epsilon1 should be >= 0": eps=(-1e-30, 1e-3)
+    rejects(
+        "adafactor",
+        Hyperparams {
+            eps: eps(Some(-1e-30), 1e-3),
+            ..h()
+        },
+        "eps.0",
+        "-0.000000000000000000000000000001",
+    );
+    // "Clipping threshold d should be >= 1": d=0.0
+    rejects(
+        "adafactor",
+        Hyperparams {
+            d: Some(0.0),
+            ..h()
+        },
+        "d",
+        "got 0",
+    );
+    // "beta2_decay should be <= 0": beta2_decay=0.8
+    rejects(
+        "adafactor",
+        Hyperparams {
+            beta2_decay: Some(0.8),
+            ..h()
+        },
+        "beta2_decay",
+        "0.8",
+    );
+    // __init__: "epsilon2 should be >= 0", "Learning rate should be >= 0",
+    // "weight_decay should be >= 0"
+    rejects(
+        "adafactor",
+        Hyperparams {
+            eps: eps(None, -1e-3),
+            ..h()
+        },
+        "eps.1",
+        "-0.001",
+    );
+    rejects(
+        "adafactor",
+        Hyperparams {
+            lr: Some(-1e-2),
+            ..h()
+        },
+        "lr",
+        "-0.01",
+    );
+    rejects(
+        "adafactor",
+        Hyperparams {
+            weight_decay: Some(-0.1),
+            ..h()
+        },
+        "weight_decay",
+        "-0.1",
+    );
+    // Adafactor's eps is a pair: a plain number names the field.
+    rejects(
+        "adafactor",
+        Hyperparams {
+            eps: Some(NumberOrPair::Number(1e-3)),
+            ..h()
+        },
+        "eps",
+        "eps",
+    );
+    // ... and Adam's a number: a pair names the field.
+    rejects(
+        "adam",
+        Hyperparams {
+            eps: eps(None, 1e-3),
+            ..h()
+        },
+        "eps",
+        "eps",
+    );
+}
+
+/// PyTorch's "a param group cannot have duplicate parameters" (a warning there) and "some
+/// parameters appear in more than one parameter group" (an error), for every optimizer: a
+/// name registered twice is an error naming it.
+#[test]
+fn duplicate_parameters_are_rejected_like_pytorch() {
+    for entry in REGISTRY {
+        let cfg = (entry.default)();
+        let err = match cfg.build(vec![
+            ParamSpec::shaped("w", [2, 2]),
+            ParamSpec::shaped("w", [2, 2]),
+        ]) {
+            Ok(_) => panic!("{}: a duplicate parameter must be rejected", entry.name),
+            Err(e) => e,
+        };
+        assert!(err.to_string().contains("'w'"), "{}: {err}", entry.name);
+    }
+}
+
+/// PyTorch's own error inputs for Muon (`optim_error_inputs_func_muon`, torch 2.15), each an
+/// error naming the field (or the parameter), and the checks of `Muon.__init__`. A complex
+/// parameter cannot be written (parameters are f32); the inputs shared by every optimizer are
+/// covered as for Adafactor.
+#[test]
+fn muon_rejects_pytorchs_error_inputs() {
+    // "Muon only supports 2D parameters": a 2x3x4 parameter, at construction.
+    let err = OptimizerConfig::default_for("muon")
+        .unwrap()
+        .build(vec![ParamSpec::shaped("p", [2, 3, 4])])
+        .err()
+        .unwrap_or_else(|| panic!("a 3-D parameter must be refused"));
+    assert_eq!(err.field(), Some("p"), "{err}");
+    assert!(
+        err.to_string().contains("2-D") && err.to_string().contains("[2, 3, 4]"),
+        "{err}"
+    );
+    // "Adjust learning rate function arbitrary is not supported"
+    let mut config = OptimizerConfig::default_for("muon").unwrap();
+    let err = config
+        .set("adjust_lr_fn", &HyperValue::Text("arbitrary".into()))
+        .unwrap_err();
+    assert_eq!(err.field(), Some("adjust_lr_fn"), "{err}");
+    assert!(err.to_string().contains("arbitrary"), "{err}");
+    // __init__: "Learning rate should be >= 0", "momentum should be >= 0",
+    // "weight decay should be >= 0"; _zeropower_via_newtonschulz: "Number of steps must be
+    // less than 100".
+    rejects(
+        "muon",
+        Hyperparams {
+            lr: Some(-1e-3),
+            ..h()
+        },
+        "lr",
+        "-0.001",
+    );
+    rejects(
+        "muon",
+        Hyperparams {
+            momentum: Some(-0.5),
+            ..h()
+        },
+        "momentum",
+        "-0.5",
+    );
+    rejects(
+        "muon",
+        Hyperparams {
+            weight_decay: Some(-0.1),
+            ..h()
+        },
+        "weight_decay",
+        "-0.1",
+    );
+    rejects(
+        "muon",
+        Hyperparams {
+            ns_steps: Some(100),
+            ..h()
+        },
+        "ns_steps",
+        "100",
+    );
 }

@@ -17,6 +17,11 @@ pub struct BenchArgs {
     /// Number of tensors the parameters are split into (as equally as possible).
     #[arg(long, default_value = "1", value_parser = parse_count)]
     pub tensors: usize,
+    /// Make every tensor an `R x C` matrix (`--matrix 1024x1024 --tensors 10`); `--params`
+    /// is then ignored (it is tensors times R times C). For the optimizers that need the
+    /// matrix (Adafactor, Muon).
+    #[arg(long, value_parser = parse_matrix)]
+    pub matrix: Option<(usize, usize)>,
     /// Rayon threads running the step (and the probe).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -61,9 +66,27 @@ pub fn parse_count(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses a matrix shape written `1024x1024`. The error names the text.
+pub fn parse_matrix(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected a matrix shape such as 1024x1024, got {text:?}");
+    let (r, c) = text.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+    match (r.trim().parse::<usize>(), c.trim().parse::<usize>()) {
+        (Ok(r), Ok(c)) if r > 0 && c > 0 => Ok((r, c)),
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matrix_shapes_parse() {
+        assert_eq!(parse_matrix("1024x1024"), Ok((1024, 1024)));
+        assert_eq!(parse_matrix("4096X1024"), Ok((4096, 1024)));
+        assert!(parse_matrix("1024").unwrap_err().contains("\"1024\""));
+        assert!(parse_matrix("0x3").is_err());
+    }
 
     #[test]
     fn counts_accept_powers_of_ten() {

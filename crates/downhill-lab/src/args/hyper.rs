@@ -16,6 +16,9 @@
 //! | flag, default off | `--name` (`name=True`) | `--nesterov`, `--amsgrad` |
 //! | flag, default on | `--no-name` (`name=False`) | `--no-bias-correction`, `--no-trust-ratio` |
 //! | choice | `--name NAME` | `--decay-form paper` |
+//! | pair, first optional | `--name A,B` with `A` a number or `None` | |
+//! | triple | `--name A,B,C` | `--ns-coefficients 3.4445,-4.775,2.0315` |
+//! | number or optional pair | `--name VALUE` or `--name A,B` | `--eps 1e-8` (Adam), `--eps None,1e-3` (Adafactor) |
 //!
 //! `downhill train --help` lists them all, each with the optimizers that have it. Numbers
 //! accept a leading minus sign (`--lr -1` is passed through and rejected by the optimizer's
@@ -95,6 +98,20 @@ fn arg(info: &'static HyperparamInfo) -> Arg {
                 names.iter().copied(),
             ))
             .value_name("NAME"),
+        HyperKind::OptionalPair => arg
+            .value_parser(|t: &str| {
+                parse_optional_pair(t).map(|(a, b)| HyperValue::OptionalPair(a, b))
+            })
+            .allow_hyphen_values(true)
+            .value_name("A,B"),
+        HyperKind::Triple => arg
+            .value_parser(|t: &str| parse_triple(t).map(|(a, b, c)| HyperValue::Triple(a, b, c)))
+            .allow_hyphen_values(true)
+            .value_name("A,B,C"),
+        HyperKind::NumberOrPair => arg
+            .value_parser(parse_number_or_pair)
+            .allow_hyphen_values(true)
+            .value_name("VALUE|A,B"),
     }
 }
 
@@ -135,6 +152,9 @@ impl FromArgMatches for HyperArgs {
                 HyperKind::Choice(_) => matches
                     .get_one::<String>(info.name)
                     .map(|s| HyperValue::Text(s.clone())),
+                HyperKind::OptionalPair | HyperKind::Triple | HyperKind::NumberOrPair => {
+                    matches.get_one::<HyperValue>(info.name).cloned()
+                }
             };
             if let Some(value) = value {
                 self.given.set(info.name, value).map_err(|e| {
@@ -160,6 +180,64 @@ pub fn parse_pair(text: &str) -> Result<(f64, f64), String> {
             .map_err(|_| format!("{:?} in {text:?} is not a number", s.trim()))
     };
     Ok((number(a)?, number(b)?))
+}
+
+/// The numbers of `text` split at commas, each a number or (where `none_ok` allows it) the
+/// word `None`, exactly `n` of them. The error names the text that failed.
+fn parse_numbers(text: &str, n: usize, none_ok: &[bool]) -> Result<Vec<Option<f64>>, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    if parts.len() != n {
+        let form = ["A", "B", "C"][..n].join(",");
+        return Err(format!("expected {n} values written {form}, got {text:?}"));
+    }
+    parts
+        .iter()
+        .zip(none_ok)
+        .map(|(s, &none_ok)| {
+            if none_ok && s.eq_ignore_ascii_case("none") {
+                Ok(None)
+            } else {
+                s.parse::<f64>().map(Some).map_err(|_| {
+                    let what = if none_ok {
+                        "a number or None"
+                    } else {
+                        "a number"
+                    };
+                    format!("{s:?} in {text:?} is not {what}")
+                })
+            }
+        })
+        .collect()
+}
+
+/// Parse a pair written `A,B` whose first element may be `None` (Adafactor's `eps`:
+/// `None,1e-3`).
+pub fn parse_optional_pair(text: &str) -> Result<(Option<f64>, f64), String> {
+    let v = parse_numbers(text, 2, &[true, false])?;
+    Ok((v[0], v[1].unwrap_or_default()))
+}
+
+/// Parse three numbers written `A,B,C` (Muon's `ns_coefficients`).
+pub fn parse_triple(text: &str) -> Result<(f64, f64, f64), String> {
+    let v = parse_numbers(text, 3, &[false; 3])?;
+    Ok((
+        v[0].unwrap_or_default(),
+        v[1].unwrap_or_default(),
+        v[2].unwrap_or_default(),
+    ))
+}
+
+/// Parse a number (`1e-8`) or a pair whose first element may be `None` (`None,1e-3`), for a
+/// name that optimizers take in either form (`eps`).
+pub fn parse_number_or_pair(text: &str) -> Result<HyperValue, String> {
+    if text.contains(',') {
+        parse_optional_pair(text).map(|(a, b)| HyperValue::OptionalPair(a, b))
+    } else {
+        text.trim()
+            .parse::<f64>()
+            .map(HyperValue::Number)
+            .map_err(|_| format!("{text:?} is neither a number nor a pair A,B"))
+    }
 }
 
 #[cfg(test)]
@@ -250,7 +328,7 @@ mod tests {
         assert_eq!(h.nesterov, Some(true));
         assert_eq!(h.weight_decay, Some(1e-2));
         assert_eq!(h.betas, Some((0.8, 0.99)));
-        assert_eq!(h.eps, Some(1e-6));
+        assert_eq!(h.eps, Some(1e-6.into()));
         assert_eq!(h.amsgrad, Some(true));
         assert_eq!(h.alpha, Some(0.95));
         assert_eq!(h.centered, Some(true));
@@ -274,6 +352,44 @@ mod tests {
         assert_eq!(h.betas, Some((-0.5, 0.9)));
         let h = parse(&["--weight-decay=-1e-3"]).to_hyperparams();
         assert_eq!(h.weight_decay, Some(-1e-3));
+    }
+
+    #[test]
+    fn eps_is_a_number_or_a_pair_whose_first_element_may_be_none() {
+        use downhill::hparams::NumberOrPair;
+        let h = parse(&["--eps", "1e-8"]).to_hyperparams();
+        assert_eq!(h.eps, Some(NumberOrPair::Number(1e-8)));
+        let h = parse(&["--eps", "None,1e-3"]).to_hyperparams();
+        assert_eq!(h.eps, Some(NumberOrPair::Pair(None, 1e-3)));
+        let h = parse(&["--eps", "1e-30,-1e-3"]).to_hyperparams();
+        assert_eq!(h.eps, Some(NumberOrPair::Pair(Some(1e-30), -1e-3)));
+        let h = parse(&["--eps=-1e-30,1e-3"]).to_hyperparams();
+        assert_eq!(h.eps, Some(NumberOrPair::Pair(Some(-1e-30), 1e-3)));
+        assert!(Cli::try_parse_from(["test", "--eps", "x"]).is_err());
+        assert!(Cli::try_parse_from(["test", "--eps", "1,None"]).is_err());
+    }
+
+    #[test]
+    fn optional_pairs_and_triples_parse_and_name_the_bad_text() {
+        assert_eq!(parse_optional_pair("None, 1e-3"), Ok((None, 1e-3)));
+        assert_eq!(parse_optional_pair("none,2"), Ok((None, 2.0)));
+        assert_eq!(parse_optional_pair("1e-30,1e-3"), Ok((Some(1e-30), 1e-3)));
+        let err = parse_optional_pair("1e-3").unwrap_err();
+        assert!(err.contains("\"1e-3\""), "{err}");
+        let err = parse_optional_pair("None,None").unwrap_err();
+        assert!(err.contains("\"None\" in"), "{err}");
+        assert_eq!(
+            parse_triple("3.4445,-4.775, 2.0315"),
+            Ok((3.4445, -4.775, 2.0315))
+        );
+        assert!(parse_triple("1,2").is_err());
+        let err = parse_triple("1,2,None").unwrap_err();
+        assert!(err.contains("is not a number"), "{err}");
+        assert_eq!(parse_number_or_pair("-1"), Ok(HyperValue::Number(-1.0)));
+        assert_eq!(
+            parse_number_or_pair("None,1e-3"),
+            Ok(HyperValue::OptionalPair(None, 1e-3))
+        );
     }
 
     #[test]

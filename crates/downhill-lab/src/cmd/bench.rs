@@ -36,13 +36,20 @@ pub fn run_bench(args: &BenchArgs) -> Result<(), LabError> {
 
 /// Checks the counts and turns the flags into [`BenchOptions`].
 fn bench_options(args: &BenchArgs) -> Result<BenchOptions, LabError> {
-    if args.params == 0 {
+    let params = match args.matrix {
+        Some((r, c)) => r
+            .checked_mul(c)
+            .and_then(|n| n.checked_mul(args.tensors))
+            .ok_or_else(|| LabError::config("--matrix times --tensors overflows"))?,
+        None => args.params,
+    };
+    if params == 0 {
         return Err(LabError::config("--params must be at least 1, got 0"));
     }
-    if args.tensors == 0 || args.tensors > args.params {
+    if args.tensors == 0 || args.tensors > params {
         return Err(LabError::config(format!(
             "--tensors must be in 1..=params ({}), got {}",
-            args.params, args.tensors
+            params, args.tensors
         )));
     }
     if args.threads == 0 {
@@ -68,13 +75,14 @@ fn bench_options(args: &BenchArgs) -> Result<BenchOptions, LabError> {
             candle_core::DType::F16 => downhill::DType::F16,
             _ => downhill::DType::F32,
         },
-        params: args.params,
+        params,
         tensors: args.tensors,
         threads: args.threads,
         warmup: args.warmup,
         min_steps: args.min_steps,
         min_time: Duration::from_millis(args.min_time_ms),
         probe_divide: args.probe_divide,
+        matrix: args.matrix,
     })
 }
 

@@ -18,7 +18,17 @@ pub fn run_landscape(args: &LandscapeArgs) -> Result<Vec<LandscapeResult>> {
         ));
     }
     let optimizers: Vec<String> = if args.optimizers.is_empty() {
-        OPTIMIZER_NAMES.iter().map(|s| s.to_string()).collect()
+        // Every optimizer that takes a 2-D point as a 1-D parameter (Muon takes matrices
+        // only: `--optimizers muon` says so, by default it is left out).
+        OPTIMIZER_NAMES
+            .iter()
+            .filter(|name| {
+                downhill::OptimizerConfig::default_for(name)
+                    .and_then(|c| c.build(vec![downhill::ParamSpec::new("xy", 2)]))
+                    .is_ok()
+            })
+            .map(|s| s.to_string())
+            .collect()
     } else {
         args.optimizers.clone()
     };

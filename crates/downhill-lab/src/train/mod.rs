@@ -114,7 +114,7 @@ pub fn train_with_config(
     if !opts.no_decay_bias_norm {
         return train(
             spec,
-            &|params| Ok(config.build(params.to_vec())?),
+            &|params| crate::optimizers::build_for_training(config, params),
             data,
             opts,
         );

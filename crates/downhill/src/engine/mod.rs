@@ -134,6 +134,8 @@ struct Job<S> {
     slot: usize,
     /// Index of this tensor's first block in the block-sum buffer.
     block0: usize,
+    /// Scratch words a whole-tensor kernel needs for it ([`Kernel::scratch_len`]).
+    scratch: usize,
     s: S,
     /// What is converted around the kernel (nothing for an all-`f32` job).
     conv: Conv,
@@ -186,6 +188,15 @@ struct Scratch<S> {
     plan: Plan,
     blocks: Vec<[f64; 2]>,
     seen: Vec<bool>,
+    /// Whole-tensor kernels: the jobs, largest first, and one scratch buffer per tensor run
+    /// at the same time (see [`Kernel::scratch_len`]), kept from step to step.
+    whole: WholeScratch,
+}
+
+#[derive(Default)]
+struct WholeScratch {
+    order: Vec<usize>,
+    lanes: Vec<Vec<f64>>,
 }
 
 impl<S> Default for Scratch<S> {
@@ -197,6 +208,7 @@ impl<S> Default for Scratch<S> {
             plan: Plan::default(),
             blocks: Vec::new(),
             seen: Vec::new(),
+            whole: WholeScratch::default(),
         }
     }
 }
@@ -267,6 +279,7 @@ impl<K: Kernel> Engine<K> {
         let specs: Vec<ParamSpec> = params.into_iter().map(Into::into).collect();
         let mut fresh = HashMap::new();
         for spec in &specs {
+            K::check_param(&config, spec)?;
             if spec.name.is_empty() {
                 return Err(Error::param("name", "parameter names must not be empty"));
             }
@@ -947,6 +960,11 @@ impl<K: Kernel> Engine<K> {
                     *key = Self::key(seed, slot, k as u32);
                 }
             }
+            let scratch_words = if K::STEP == StepKind::WholeTensor {
+                K::scratch_len(&group.config, &slot.spec.shape)
+            } else {
+                0
+            };
             scratch.jobs.push(Job {
                 p: pptr,
                 g: gptr,
@@ -956,6 +974,7 @@ impl<K: Kernel> Engine<K> {
                 len,
                 slot: i,
                 block0: blocks,
+                scratch: scratch_words,
                 s,
                 conv,
             });
@@ -967,7 +986,7 @@ impl<K: Kernel> Engine<K> {
             return Ok(());
         }
         if K::STEP == StepKind::WholeTensor {
-            step_whole_tensors::<K>(isa(), &scratch.jobs, slots, total);
+            step_whole_tensors::<K>(isa(), &scratch.jobs, slots, total, &mut scratch.whole);
             return Ok(());
         }
         let threads = rayon::current_num_threads();
@@ -1065,30 +1084,73 @@ fn run_plan(plan: &Plan, f: impl Fn(&[Segment]) + Sync) {
 }
 
 /// Runs a whole-tensor kernel: one call per tensor, tensors in parallel (the largest first,
-/// so that they start early), each on one thread.
-fn step_whole_tensors<K: Kernel>(isa: Isa, jobs: &[Job<K::Scalars>], slots: &[Slot], total: usize) {
-    let run = |job: &Job<K::Scalars>| {
+/// so that they start early), each on one thread, with one scratch buffer per tensor running
+/// at the same time. The buffers and the order are kept in `whole`: after the first step of a
+/// set of tensors this allocates nothing.
+fn step_whole_tensors<K: Kernel>(
+    isa: Isa,
+    jobs: &[Job<K::Scalars>],
+    slots: &[Slot],
+    total: usize,
+    whole: &mut WholeScratch,
+) {
+    let serial = jobs.len() == 1 || total < SERIAL_ELEMS || rayon::current_num_threads() == 1;
+    let lanes = if serial {
+        1
+    } else {
+        jobs.len().min(rayon::current_num_threads())
+    };
+    let need = jobs.iter().map(|j| j.scratch).max().unwrap_or(0);
+    if whole.lanes.len() < lanes {
+        whole.lanes.resize_with(lanes, Vec::new);
+    }
+    for lane in &mut whole.lanes[..lanes] {
+        if lane.len() < need {
+            lane.resize(need, 0.0);
+        }
+    }
+    let run = |job: &Job<K::Scalars>, scratch: &mut [f64]| {
         let body = WholeTensor::<K> {
             job,
             shape: &slots[job.slot].spec.shape,
+            scratch: std::cell::Cell::new(Some(scratch)),
         };
         // SAFETY: every job targets distinct live buffers of the lengths recorded in it, and
         // each job runs exactly once.
         unsafe { dispatch::run_for(isa, &body) }
     };
-    if jobs.len() == 1 || total < SERIAL_ELEMS || rayon::current_num_threads() == 1 {
-        jobs.iter().for_each(run);
-    } else {
-        let mut order: Vec<&Job<K::Scalars>> = jobs.iter().collect();
-        order.sort_by_key(|j| std::cmp::Reverse(j.len));
-        order.into_par_iter().with_max_len(1).for_each(run);
+    if serial {
+        let lane = &mut whole.lanes[0];
+        for job in jobs {
+            run(job, &mut lane[..]);
+        }
+        return;
     }
+    whole.order.clear();
+    whole.order.extend(0..jobs.len());
+    whole
+        .order
+        .sort_unstable_by_key(|&j| (std::cmp::Reverse(jobs[j].len), j));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let order = &whole.order;
+    whole.lanes[..lanes]
+        .par_iter_mut()
+        .with_max_len(1)
+        .for_each(|lane| loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&j) = order.get(k) else {
+                break;
+            };
+            run(&jobs[j], &mut lane[..]);
+        });
 }
 
 /// One whole-tensor step, compiled per instruction set.
 struct WholeTensor<'a, K: Kernel> {
     job: &'a Job<K::Scalars>,
     shape: &'a [usize],
+    /// The scratch buffer, taken by the one `run` call.
+    scratch: std::cell::Cell<Option<&'a mut [f64]>>,
 }
 
 impl<K: Kernel> dispatch::Body for WholeTensor<'_, K> {
@@ -1111,7 +1173,8 @@ impl<K: Kernel> dispatch::Body for WholeTensor<'_, K> {
         for (b, dst) in st.iter_mut().enumerate().take(job.nbuf) {
             *dst = std::slice::from_raw_parts_mut(job.st[b], job.st_len[b]);
         }
-        K::step_tensor(&job.s, self.shape, p, g, &mut st[..job.nbuf]);
+        let scratch = self.scratch.take().unwrap_or_default();
+        K::step_tensor_scratch(&job.s, self.shape, p, g, &mut st[..job.nbuf], scratch);
         if let Some(low) = c.low {
             low.store(0, p, (!c.master).then_some(c.keys[0]));
         }

@@ -14,7 +14,9 @@
 //! multiply-add is correctly rounded on every instruction set, so all of them give
 //! bit-identical results.
 
+use crate::error::Result;
 use crate::hparams::Hyperparameters;
+use crate::param::ParamSpec;
 
 pub(crate) mod dispatch;
 pub mod ops;
@@ -96,6 +98,12 @@ pub trait Kernel: Send + Sync + 'static {
 
     /// Names of the per-element state buffers this config needs (at most three).
     fn buffers(cfg: &Self::Config) -> &'static [&'static str];
+    /// Whether a parameter can be registered with this kernel, checked for every parameter
+    /// when a group is added (Muon takes matrices only). The error names the parameter and
+    /// says why. The default accepts every shape.
+    fn check_param(_cfg: &Self::Config, _spec: &ParamSpec) -> Result<()> {
+        Ok(())
+    }
     /// The shape of state buffer `buffer` for a parameter of shape `shape`: the parameter's
     /// own unless the kernel says otherwise (only [`StepKind::WholeTensor`] kernels may).
     fn buffer_shape(_cfg: &Self::Config, _buffer: usize, shape: &[usize]) -> Vec<usize> {
@@ -167,6 +175,29 @@ pub trait Kernel: Send + Sync + 'static {
         };
         let bufs = [next(), next(), next()];
         Self::update(s, p, g, bufs)
+    }
+    /// Scratch memory, in `f64` words, that [`Kernel::step_tensor_scratch`] needs for a
+    /// parameter of `shape` (whole-tensor kernels only; default none). The engine keeps one
+    /// scratch buffer per tensor it runs at the same time, as large as the largest need, and
+    /// reuses them from step to step: a kernel that takes its temporaries from there allocates
+    /// nothing after the first step.
+    fn scratch_len(_cfg: &Self::Config, _shape: &[usize]) -> usize {
+        0
+    }
+    /// [`Kernel::step_tensor`] with scratch memory of at least [`Kernel::scratch_len`] words,
+    /// whose contents on entry are unspecified (the previous tensor's temporaries). This is
+    /// what the engine calls for [`StepKind::WholeTensor`] kernels; the default ignores the
+    /// scratch and calls [`Kernel::step_tensor`].
+    #[inline(always)]
+    fn step_tensor_scratch(
+        s: &Self::Scalars,
+        shape: &[usize],
+        p: &mut [f32],
+        g: &[f32],
+        st: &mut [&mut [f32]],
+        _scratch: &mut [f64],
+    ) {
+        Self::step_tensor(s, shape, p, g, st)
     }
     /// Folds the per-tensor norms `(||p||, ||u||)` of the first pass into the scalars.
     fn with_norms(s: Self::Scalars, _param_norm: f64, _update_norm: f64) -> Self::Scalars {

@@ -10,7 +10,9 @@
 //! list (`cases()` in `src/testkit.rs`); only a new hyperparameter name whose value 0 switches
 //! a term of the update off wants a line in the kit's `SWITCHES`, to be tried at both.
 
+use crate::hparams::NumberOrPair;
 use crate::optim::adamw::DecayForm;
+use crate::optim::muon::{AdjustLr, NsDtype};
 
 pub(crate) mod primitives;
 
@@ -32,6 +34,8 @@ crate::registry::registry! {
         asgd::Asgd(AsgdConfig) = "asgd", "ASGD";
         adopt::Adopt(AdoptConfig) = "adopt", "ADOPT";
         ademamix::Ademamix(AdemamixConfig) = "ademamix", "AdEMAMix";
+        adafactor::Adafactor(AdafactorConfig) = "adafactor", "Adafactor";
+        muon::Muon(MuonConfig) = "muon", "Muon";
     }
     hyperparameters {
         /// Learning rate.
@@ -44,8 +48,8 @@ crate::registry::registry! {
         nesterov: bool;
         /// Weight decay: coupled L2 or decoupled, as the optimizer defines it.
         weight_decay: f64;
-        /// Term added to the denominator for numerical stability.
-        eps: f64;
+        /// Term added to the denominator for numerical stability (Adafactor: the pair (eps1 or None, eps2)).
+        eps: NumberOrPair;
         /// RMSprop's smoothing constant; ASGD's step-decay power; AdEMAMix's slow-moment weight.
         alpha: f64;
         /// Learning-rate decay.
@@ -92,5 +96,17 @@ crate::registry::registry! {
         t_alpha: u64;
         /// AdEMAMix's warm-up steps of beta3 (0: none).
         t_beta3: u64;
+        /// Decay exponent of beta2: 1 - beta2_t = t^beta2_decay.
+        beta2_decay: f64;
+        /// Clipping threshold of the update's RMS.
+        d: f64;
+        /// Coefficients (a, b, c) of the Newton-Schulz quintic.
+        ns_coefficients: (f64, f64, f64);
+        /// Newton-Schulz iterations.
+        ns_steps: u64;
+        /// Learning-rate adjustment per matrix shape.
+        adjust_lr_fn: AdjustLr;
+        /// Arithmetic of the Newton-Schulz iteration.
+        ns_dtype: NsDtype;
     }
 }
