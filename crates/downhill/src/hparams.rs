@@ -70,6 +70,12 @@ impl From<String> for HyperValue {
 pub enum HyperKind {
     /// A real number.
     Number,
+    /// A real number or `none` (an `Option<f64>` field: Prodigy's `beta3`, whose `None` is
+    /// `sqrt(beta2)`). On a command line `--name 0.99` or `--name none`; as a
+    /// [`HyperValue`], a [`HyperValue::Number`] or the text [`NONE`]. In the vocabulary, a name
+    /// of this kind may also be a plain [`HyperKind::Number`] field of another optimizer
+    /// (AdEMAMix's `beta3`), which takes the numbers and refuses `none`.
+    OptionalNumber,
     /// A whole number `>= 0`.
     Integer,
     /// Two real numbers (`0.9,0.999` on a command line).
@@ -101,6 +107,34 @@ impl HyperType for f64 {
             HyperValue::Number(x) => Some(*x),
             _ => None,
         }
+    }
+}
+
+/// The text that stands for "no value" of a [`HyperKind::OptionalNumber`].
+pub const NONE: &str = "none";
+
+impl HyperType for Option<f64> {
+    const KIND: HyperKind = HyperKind::OptionalNumber;
+    fn to_value(&self) -> HyperValue {
+        match self {
+            Some(x) => HyperValue::Number(*x),
+            None => HyperValue::Text(NONE.to_string()),
+        }
+    }
+    fn from_value(value: &HyperValue) -> Option<Self> {
+        match value {
+            HyperValue::Number(x) => Some(Some(*x)),
+            HyperValue::Text(t) if t == NONE => Some(None),
+            _ => None,
+        }
+    }
+}
+
+impl HyperKind {
+    /// Whether a config field of kind `field` can take this vocabulary kind's values: the
+    /// same kind, or a plain number under [`HyperKind::OptionalNumber`].
+    pub fn admits(self, field: HyperKind) -> bool {
+        self == field || (self == HyperKind::OptionalNumber && field == HyperKind::Number)
     }
 }
 
@@ -216,6 +250,7 @@ pub trait Hyperparameters:
 pub fn wrong_kind(optimizer: &str, field: &str, kind: HyperKind, got: &HyperValue) -> Error {
     let want = match kind {
         HyperKind::Number => "a number".to_string(),
+        HyperKind::OptionalNumber => format!("a number or {NONE}"),
         HyperKind::Integer => "a whole number >= 0".to_string(),
         HyperKind::Pair => "a pair of numbers".to_string(),
         HyperKind::Flag => "true or false".to_string(),

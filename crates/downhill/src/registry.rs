@@ -104,6 +104,18 @@ pub(crate) fn build_shard<C: ConfigKernel>(
     groups: Vec<(OptimizerConfig, Vec<ParamSpec>)>,
     unwrap: fn(OptimizerConfig) -> std::result::Result<C, OptimizerConfig>,
 ) -> Result<Box<dyn crate::dist::Shard>> {
+    if <C::Kernel as Kernel>::STEP == crate::kernel::StepKind::Global {
+        // Its first pass ends in sums over every parameter of every rank: sharding it needs
+        // one all-reduce of two scalars between the passes, which `dist` does not do yet.
+        return Err(Error::config(
+            "optimizer",
+            format!(
+                "{}: sharded (ZeRO) training is not supported for this optimizer: its step \
+                 needs optimizer-wide sums between its two passes",
+                C::Kernel::NAME
+            ),
+        ));
+    }
     Ok(Box::new(build_engine_typed(groups, unwrap)?))
 }
 
@@ -419,7 +431,14 @@ mod tests {
                     .unwrap_or_else(|| {
                         panic!("{}.{} is not in HYPERPARAMETERS", entry.name, field.name)
                     });
-                assert_eq!(info.kind, field.kind, "{}.{}", entry.name, field.name);
+                assert!(
+                    info.kind.admits(field.kind),
+                    "{}.{}: vocabulary kind {:?}, field kind {:?}",
+                    entry.name,
+                    field.name,
+                    info.kind,
+                    field.kind
+                );
             }
         }
         for info in crate::HYPERPARAMETERS {

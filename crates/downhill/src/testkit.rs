@@ -655,7 +655,9 @@ pub fn variants(name: &str, kind: HyperKind) -> Option<Vec<HyperValue>> {
             .iter()
             .find(|(s, _)| *s == name)
             .map(|&(_, v)| vec![0.0.into(), v.into()]),
-        HyperKind::Integer | HyperKind::Pair => None,
+        // An optional number tries its default (`None` for Prodigy's `beta3`); goldens cover
+        // given values.
+        HyperKind::Integer | HyperKind::Pair | HyperKind::OptionalNumber => None,
     }
 }
 
