@@ -73,6 +73,26 @@ fn check_experiment(dir: &Path) {
     assert!(pngs >= 1, "{}: no figure", dir.display());
 }
 
+/// Every `<img src>` of `html` (relative to `dir`) decodes as a PNG of a plausible size.
+fn every_figure_decodes(dir: &Path, html: &str) -> usize {
+    let mut n = 0;
+    for part in html.split("<img src=\"").skip(1) {
+        let src = &part[..part.find('"').expect("the src ends")];
+        let path = dir.join(src);
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let mut reader = png::Decoder::new(file)
+            .read_info()
+            .unwrap_or_else(|e| panic!("{src}: not a PNG: {e}"));
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader
+            .next_frame(&mut buf)
+            .unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert!(info.width >= 300 && info.height >= 200, "{src}: {info:?}");
+        n += 1;
+    }
+    n
+}
+
 #[test]
 fn quick_report_writes_every_experiment_with_computed_verdicts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -106,6 +126,11 @@ fn quick_report_writes_every_experiment_with_computed_verdicts() {
         EXPERIMENTS.len() + 1
     );
     assert!(index.contains("<nav>"), "table of contents");
+    let figures = every_figure_decodes(&out, &index);
+    assert!(
+        figures >= EXPERIMENTS.len(),
+        "{figures} figures on the report"
+    );
 }
 
 #[test]

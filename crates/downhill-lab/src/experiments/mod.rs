@@ -12,6 +12,10 @@
 //! | `large-batch` | LARS/LAMB keep large batches trainable | [`large_batch`] |
 //! | `paper` | the Adam paper's figures 1 and 2 at small scale | [`paper`] |
 //!
+//! Verdicts rest on one tuning protocol, [`tune`]: a validation split carved from the training
+//! set, half-decade learning-rate grids extended at their edges, at least three seeds and
+//! verdicts from paired seed differences.
+//!
 //! Every experiment takes `--out DIR`, `--quick` (a smoke version for CI) and `--seed`.
 //! `downhill report` ([`crate::cmd::report`]) runs them all and writes one page.
 //!
@@ -30,6 +34,7 @@ pub mod lr_sweep;
 pub mod mixed_precision;
 pub mod paper;
 pub mod sparse;
+pub mod tune;
 pub mod weight_decay;
 
 use std::path::PathBuf;

@@ -22,12 +22,14 @@
 //! | `render.rs` | [`Figure`], [`render`] (PNG and SVG) |
 //! | `line.rs` | [`Series`], [`LineChart`], [`lr_sweep`] |
 //! | `heatmap.rs` | [`Heatmap`] |
+//! | `panels.rs` | [`Panels`]: line charts in a grid on one figure |
 //! | `contour.rs` | [`ContourFigure`]: the contour plots of `downhill landscape` |
 //! | `run.rs` | [`plot_run`], [`plot_compare`], [`smooth`] |
 
 mod contour;
 mod heatmap;
 mod line;
+mod panels;
 mod render;
 mod run;
 mod scale;
@@ -37,6 +39,7 @@ pub use contour::ContourFigure;
 pub use heatmap::Heatmap;
 pub(crate) use line::clip_polyline;
 pub use line::{lr_sweep, LegendPosition, LineChart, Series};
+pub use panels::Panels;
 pub use render::{render, Figure, Rendered};
 pub use run::{plot_compare, plot_run, smooth, smoothing_window};
 pub use scale::{format_tick, Scale};

@@ -53,7 +53,10 @@ pub fn index_page(
             "This is the --quick smoke version: tiny grids and few epochs, so the verdicts \
              are noisy and say little."
         } else {
-            "Small scale, one seed: read the verdicts as evidence at this scale only."
+            "Small scale: read the verdicts as evidence at this scale only. Sections on the \
+             tuning protocol (experiments::tune) state their seeds, learning-rate grid, \
+             validation split and the paired-seed statistic behind each verdict; the others \
+             still rest on one seed."
         }
     ));
     page.facts.push((
