@@ -688,6 +688,7 @@ impl StateDict {
             skipped_steps: 0,
             lr_driver: Default::default(),
             records: Default::default(),
+            global_state: Default::default(),
         };
         snap.build()?; // downhill checks every buffer against its kernel
         Ok(snap)

@@ -13,6 +13,11 @@
 //! | `state` | `{"groups": [{"config": {..}, "initial_lr": f64, "params": [{"name", "shape", "step", "has_state"}]}], "skipped_steps": u64, "lr_driver": {..}, "records": {key: {"version": u32, "data": {..}}}}` |
 //! | `crc32` | CRC-32 of every tensor's name, length and bytes, in name order, as hex |
 //!
+//! An optimizer with optimizer-wide scalar state ([`StepKind::Global`](crate::kernel::StepKind::Global):
+//! Prodigy's `d`, `d_max`, ...) has it under `"global_state"` in `state`:
+//! `{name: {"value": f64, "bits": u64}}`, the value for people and its IEEE bits for the
+//! loader, so that it comes back bit for bit.
+//!
 //! A single entry keeps the file byte-for-byte deterministic (safetensors stores metadata as an
 //! unordered map).
 //!
@@ -95,6 +100,32 @@ struct StateDoc {
     records: BTreeMap<String, RecordDoc>,
     #[serde(default, skip_serializing_if = "is_zero")]
     rounding_seed: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    global_state: BTreeMap<String, GlobalValue>,
+}
+
+/// One optimizer-wide scalar: readable, and exact.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GlobalValue {
+    value: f64,
+    bits: u64,
+}
+
+impl GlobalValue {
+    fn of(v: f64) -> Self {
+        GlobalValue {
+            value: v,
+            bits: v.to_bits(),
+        }
+    }
+}
+
+fn global_doc(values: impl IntoIterator<Item = (String, f64)>) -> BTreeMap<String, GlobalValue> {
+    values
+        .into_iter()
+        .map(|(k, v)| (k, GlobalValue::of(v)))
+        .collect()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -199,6 +230,7 @@ impl StateDocV1 {
             lr_driver: LrDriver::default(),
             records,
             rounding_seed: 0,
+            global_state: BTreeMap::new(),
         };
         (doc, adapter)
     }
@@ -313,6 +345,12 @@ pub(crate) fn encode<K: Kernel>(e: &Engine<K>) -> Result<Vec<u8>> {
         lr_driver: e.driver.clone(),
         records: e.records.clone(),
         rounding_seed: e.rounding_seed,
+        global_state: global_doc(
+            K::global_state(&e.groups[0].config)
+                .iter()
+                .zip(&e.global)
+                .map(|((name, _), &v)| (name.to_string(), v)),
+        ),
     };
     write(K::NAME, doc, &tensors)
 }
@@ -552,6 +590,27 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
     driver
         .validate(e.groups.len())
         .map_err(|err| Error::checkpoint(format!("lr_driver: {}", err.message())))?;
+    let names = K::global_state(&configs[0].0);
+    let mut global = Vec::with_capacity(names.len());
+    for (name, _) in &names {
+        let v = doc.global_state.get(*name).ok_or_else(|| {
+            Error::checkpoint(format!(
+                "checkpoint lacks the optimizer-wide state '{name}' of {}",
+                K::NAME
+            ))
+        })?;
+        global.push(f64::from_bits(v.bits));
+    }
+    if let Some(extra) = doc
+        .global_state
+        .keys()
+        .find(|k| !names.iter().any(|(n, _)| n == k))
+    {
+        return Err(Error::checkpoint(format!(
+            "checkpoint has optimizer-wide state '{extra}' that {} does not use",
+            K::NAME
+        )));
+    }
     for (group, (config, initial_lr, precision)) in e.groups.iter_mut().zip(configs) {
         group.config = config;
         group.initial_lr = initial_lr;
@@ -566,6 +625,7 @@ pub(crate) fn decode_into<K: Kernel>(e: &mut Engine<K>, bytes: &[u8]) -> Result<
     }
     e.skipped = doc.skipped_steps;
     e.rounding_seed = doc.rounding_seed;
+    e.global = global;
     e.records = doc.records;
     e.driver = driver;
     Ok(())
@@ -862,6 +922,8 @@ pub struct Snapshot {
     pub lr_driver: LrDriver,
     /// Companion records by key.
     pub records: BTreeMap<String, RecordDoc>,
+    /// Optimizer-wide scalar state by name (Prodigy's `d`, ...; empty for other optimizers).
+    pub global_state: BTreeMap<String, f64>,
 }
 
 /// One parameter group of a [`Snapshot`].
@@ -998,6 +1060,11 @@ impl Snapshot {
             skipped_steps: doc.skipped_steps,
             lr_driver: doc.lr_driver,
             records: doc.records,
+            global_state: doc
+                .global_state
+                .iter()
+                .map(|(k, v)| (k.clone(), f64::from_bits(v.bits)))
+                .collect(),
         })
     }
 
@@ -1072,6 +1139,7 @@ impl Snapshot {
             lr_driver: self.lr_driver.clone(),
             records: self.records.clone(),
             rounding_seed: 0,
+            global_state: global_doc(self.global_state.clone()),
         };
         write(optimizer, doc, &tensors)
     }

@@ -252,7 +252,7 @@ fn value_for(field: &str, text: &str) -> HyperValue {
         .map(|h| h.kind);
     let number = |t: &str| t.trim().parse::<f64>().ok().map(HyperValue::Number);
     let parsed = match kind {
-        Some(HyperKind::Number | HyperKind::Integer) => number(text),
+        Some(HyperKind::Number | HyperKind::Integer | HyperKind::OptionalNumber) => number(text),
         Some(HyperKind::Pair) => text.split_once(',').and_then(|(a, b)| {
             Some(HyperValue::Pair(
                 a.trim().parse().ok()?,

@@ -87,6 +87,12 @@ impl From<String> for HyperValue {
 pub enum HyperKind {
     /// A real number.
     Number,
+    /// A real number or `none` (an `Option<f64>` field: Prodigy's `beta3`, whose `None` is
+    /// `sqrt(beta2)`). On a command line `--name 0.99` or `--name none`; as a
+    /// [`HyperValue`], a [`HyperValue::Number`] or the text [`NONE`]. In the vocabulary, a name
+    /// of this kind may also be a plain [`HyperKind::Number`] field of another optimizer
+    /// (AdEMAMix's `beta3`), which takes the numbers and refuses `none`.
+    OptionalNumber,
     /// A whole number `>= 0`.
     Integer,
     /// Two real numbers (`0.9,0.999` on a command line).
@@ -107,11 +113,14 @@ pub enum HyperKind {
 
 impl HyperKind {
     /// Whether a vocabulary name of this kind can carry the value of a config field of kind
-    /// `field`: the same kind, or [`HyperKind::NumberOrPair`] for a number or an optional pair.
+    /// `field`: the same kind, [`HyperKind::NumberOrPair`] for a number or an optional pair,
+    /// or [`HyperKind::OptionalNumber`] for a plain number (AdEMAMix's `beta3` beside
+    /// Prodigy's).
     pub fn carries(&self, field: HyperKind) -> bool {
         *self == field
             || (*self == HyperKind::NumberOrPair
                 && matches!(field, HyperKind::Number | HyperKind::OptionalPair))
+            || (*self == HyperKind::OptionalNumber && field == HyperKind::Number)
     }
 }
 
@@ -134,6 +143,26 @@ impl HyperType for f64 {
     fn from_value(value: &HyperValue) -> Option<Self> {
         match value {
             HyperValue::Number(x) => Some(*x),
+            _ => None,
+        }
+    }
+}
+
+/// The text that stands for "no value" of a [`HyperKind::OptionalNumber`].
+pub const NONE: &str = "none";
+
+impl HyperType for Option<f64> {
+    const KIND: HyperKind = HyperKind::OptionalNumber;
+    fn to_value(&self) -> HyperValue {
+        match self {
+            Some(x) => HyperValue::Number(*x),
+            None => HyperValue::Text(NONE.to_string()),
+        }
+    }
+    fn from_value(value: &HyperValue) -> Option<Self> {
+        match value {
+            HyperValue::Number(x) => Some(Some(*x)),
+            HyperValue::Text(t) if t == NONE => Some(None),
             _ => None,
         }
     }
@@ -321,6 +350,7 @@ pub trait Hyperparameters:
 pub fn wrong_kind(optimizer: &str, field: &str, kind: HyperKind, got: &HyperValue) -> Error {
     let want = match kind {
         HyperKind::Number => "a number".to_string(),
+        HyperKind::OptionalNumber => format!("a number or {NONE}"),
         HyperKind::Integer => "a whole number >= 0".to_string(),
         HyperKind::Pair => "a pair of numbers".to_string(),
         HyperKind::Flag => "true or false".to_string(),

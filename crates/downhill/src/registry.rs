@@ -104,6 +104,18 @@ pub(crate) fn build_shard<C: ConfigKernel>(
     groups: Vec<(OptimizerConfig, Vec<ParamSpec>)>,
     unwrap: fn(OptimizerConfig) -> std::result::Result<C, OptimizerConfig>,
 ) -> Result<Box<dyn crate::dist::Shard>> {
+    if <C::Kernel as Kernel>::STEP == crate::kernel::StepKind::Global {
+        // Its first pass ends in sums over every parameter of every rank: sharding it needs
+        // one all-reduce of two scalars between the passes, which `dist` does not do yet.
+        return Err(Error::config(
+            "optimizer",
+            format!(
+                "{}: sharded (ZeRO) training is not supported for this optimizer: its step \
+                 needs optimizer-wide sums between its two passes",
+                C::Kernel::NAME
+            ),
+        ));
+    }
     Ok(Box::new(build_engine_typed(groups, unwrap)?))
 }
 

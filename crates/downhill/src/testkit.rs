@@ -657,8 +657,11 @@ pub fn variants(name: &str, kind: HyperKind) -> Option<Vec<HyperValue>> {
             .iter()
             .find(|(s, _)| *s == name)
             .map(|&(_, v)| vec![0.0.into(), v.into()]),
+        // An optional number tries its default (`None` for Prodigy's `beta3`); goldens cover
+        // given values.
         HyperKind::Integer
         | HyperKind::Pair
+        | HyperKind::OptionalNumber
         | HyperKind::OptionalPair
         | HyperKind::Triple
         | HyperKind::NumberOrPair => None,

@@ -171,7 +171,17 @@ fn write_seeds(seeds: &Path) {
         let b = specs.pop().unwrap();
         if let Ok(mut two) = config.build_groups(vec![
             (config.clone(), specs),
-            (config.with_lr(0.5).unwrap(), vec![b]),
+            // Prodigy takes one learning rate for all groups (the largest, or 0).
+            (
+                config
+                    .with_lr(if config.name() == "prodigy" {
+                        config.lr()
+                    } else {
+                        0.5
+                    })
+                    .unwrap(),
+                vec![b],
+            ),
         ]) {
             two.set_schedule(Some(Schedule::parse("cosine:total=10").unwrap()))
                 .unwrap();

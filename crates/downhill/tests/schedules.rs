@@ -53,7 +53,10 @@ fn schedules() -> Vec<Schedule> {
 
 /// Two groups: "t0".."t2" with the case's config, "u" with half its learning rate.
 fn build(config: &OptimizerConfig, work: &Workload) -> Box<dyn Optimizer> {
-    let half = config.with_lr(config.lr() * 0.5).unwrap();
+    // Prodigy shares one step size across groups and takes one learning rate for all (a
+    // group's is the largest or 0, as prodigyopt): its second group keeps the first's.
+    let factor = if config.name() == "prodigy" { 1.0 } else { 0.5 };
+    let half = config.with_lr(config.lr() * factor).unwrap();
     let specs = work.specs();
     config
         .build_groups(vec![

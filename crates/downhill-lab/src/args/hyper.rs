@@ -11,6 +11,7 @@
 //! | kind ([`HyperKind`]) | flag | example |
 //! |---|---|---|
 //! | number | `--name VALUE` | `--lr 1e-3`, `--weight-decay 1e-2` |
+//! | optional number | `--name VALUE` or `--name none` | `--beta3 0.99`, `--beta3 none` (Prodigy: `sqrt(beta2)`) |
 //! | whole number | `--name N` | |
 //! | pair | `--name A,B` | `--betas 0.9,0.999` |
 //! | flag, default off | `--name` (`name=True`) | `--nesterov`, `--amsgrad` |
@@ -87,6 +88,10 @@ fn arg(info: &'static HyperparamInfo) -> Arg {
             // Not only allow_negative_numbers: that misreads `-1e-8` as flags.
             .allow_hyphen_values(true)
             .value_name("VALUE"),
+        HyperKind::OptionalNumber => arg
+            .value_parser(parse_optional_number)
+            .allow_hyphen_values(true)
+            .value_name("VALUE|none"),
         HyperKind::Integer => arg.value_parser(clap::value_parser!(u64)).value_name("N"),
         HyperKind::Pair => arg
             .value_parser(parse_pair)
@@ -140,6 +145,12 @@ impl FromArgMatches for HyperArgs {
                 HyperKind::Number => matches
                     .get_one::<f64>(info.name)
                     .map(|v| HyperValue::Number(*v)),
+                HyperKind::OptionalNumber => {
+                    matches.get_one::<Option<f64>>(info.name).map(|v| match v {
+                        Some(x) => HyperValue::Number(*x),
+                        None => HyperValue::Text(downhill::hparams::NONE.to_string()),
+                    })
+                }
                 HyperKind::Integer => matches
                     .get_one::<u64>(info.name)
                     .map(|v| HyperValue::Number(*v as f64)),
@@ -164,6 +175,20 @@ impl FromArgMatches for HyperArgs {
         }
         Ok(())
     }
+}
+
+/// Parse a number, or `none` (`None`) for an optional number such as Prodigy's `--beta3`.
+pub fn parse_optional_number(text: &str) -> Result<Option<f64>, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case(downhill::hparams::NONE) {
+        return Ok(None);
+    }
+    t.parse::<f64>().map(Some).map_err(|_| {
+        format!(
+            "expected a number or {}, got {text:?}",
+            downhill::hparams::NONE
+        )
+    })
 }
 
 /// Parse a pair of numbers written `A,B` (spaces allowed, signs allowed: `-1.2,1`).
@@ -270,6 +295,37 @@ mod tests {
         let mut argv = vec!["test"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).expect("parses").h
+    }
+
+    #[test]
+    fn an_optional_number_takes_a_number_or_none() {
+        let h = parse(&["--beta3", "0.99", "--growth-rate", "none"]).to_hyperparams();
+        assert_eq!(h.beta3, Some(Some(0.99)));
+        assert_eq!(h.growth_rate, Some(None));
+        let h = parse(&["--beta3", "NONE"]).to_hyperparams();
+        assert_eq!(h.beta3, Some(None));
+        let argv = ["test", "--beta3", "half"];
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(err.contains("expected a number or none"), "{err}");
+        // Prodigy takes both; AdEMAMix (a plain number) takes the number and refuses none.
+        let p = downhill::OptimizerConfig::from_hparams(
+            "prodigy",
+            &parse(&["--beta3", "none"]).to_hyperparams(),
+        )
+        .unwrap();
+        assert_eq!(p.get("beta3"), Some(HyperValue::Text("none".into())));
+        let a = downhill::OptimizerConfig::from_hparams(
+            "ademamix",
+            &parse(&["--beta3", "0.999"]).to_hyperparams(),
+        )
+        .unwrap();
+        assert_eq!(a.get("beta3"), Some(HyperValue::Number(0.999)));
+        let err = downhill::OptimizerConfig::from_hparams(
+            "ademamix",
+            &parse(&["--beta3", "none"]).to_hyperparams(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("beta3"), "{err}");
     }
 
     #[test]

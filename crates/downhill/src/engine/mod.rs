@@ -49,7 +49,7 @@ use rayon::prelude::*;
 use crate::error::{Error, ErrorKind, Result};
 use crate::hparams::Hyperparameters;
 use crate::kernel::dispatch::{self, isa, Isa};
-use crate::kernel::{Bufs, Kernel, StepCtx, StepKind, BLOCK, SMALL_TENSOR};
+use crate::kernel::{Bufs, GlobalPass, Kernel, StepCtx, StepKind, WideBufs, BLOCK, SMALL_TENSOR};
 use crate::param::{GradData, Param, ParamData, ParamSpec};
 use crate::schedule::{LrDriver, Schedule};
 use crate::state::{Record, RecordDoc, StateBuf};
@@ -124,10 +124,11 @@ struct Job<S> {
     /// The `f32` gradient (the caller's, or a whole-tensor kernel's scratch); null when it is
     /// loaded tile by tile.
     g: *const f32,
-    /// The `f32` state buffers; null for a lossy one (see `conv.state`).
-    st: [*mut f32; 3],
+    /// The `f32` state buffers; null for a lossy one (see `conv.state`). The fourth is used
+    /// by [`StepKind::Global`] kernels only (which keep `f32` state).
+    st: [*mut f32; 4],
     /// Length of each state buffer (the parameter's, except for whole-tensor kernels).
-    st_len: [usize; 3],
+    st_len: [usize; 4],
     nbuf: usize,
     len: usize,
     /// The slot, for the shape of whole-tensor kernels.
@@ -188,6 +189,10 @@ struct Scratch<S> {
     plan: Plan,
     blocks: Vec<[f64; 2]>,
     seen: Vec<bool>,
+    /// [`StepKind::Global`] kernels: each stepped tensor's sums with its slot, then the sums
+    /// in registration order.
+    tensor_sums: Vec<(usize, [f64; 2])>,
+    ordered_sums: Vec<[f64; 2]>,
     /// Whole-tensor kernels: the jobs, largest first, and one scratch buffer per tensor run
     /// at the same time (see [`Kernel::scratch_len`]), kept from step to step.
     whole: WholeScratch,
@@ -209,6 +214,8 @@ impl<S> Default for Scratch<S> {
             blocks: Vec::new(),
             seen: Vec::new(),
             whole: WholeScratch::default(),
+            tensor_sums: Vec::new(),
+            ordered_sums: Vec::new(),
         }
     }
 }
@@ -229,6 +236,9 @@ pub struct Engine<K: Kernel> {
     pub(crate) driver: LrDriver,
     /// Seed of stochastic rounding (see [`crate::storage::round::RoundingKey`]).
     pub(crate) rounding_seed: u64,
+    /// Optimizer-wide scalar state of a [`StepKind::Global`] kernel (named by
+    /// [`Kernel::global_state`]), saved and restored with the checkpoint.
+    pub(crate) global: Vec<f64>,
     nonfinite: NonFinitePolicy,
     mode: Mode,
     chunk_elems: Option<usize>,
@@ -259,6 +269,10 @@ impl<K: Kernel> Engine<K> {
             records: BTreeMap::new(),
             driver: LrDriver::default(),
             rounding_seed: 0,
+            global: K::global_state(&config)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect(),
             nonfinite: NonFinitePolicy::Apply,
             mode: Mode::Fast,
             chunk_elems: None,
@@ -276,6 +290,9 @@ impl<K: Kernel> Engine<K> {
         params: impl IntoIterator<Item = P>,
     ) -> Result<usize> {
         config.validate()?;
+        if let Some(first) = self.groups.first() {
+            K::check_group(&first.config, &config)?;
+        }
         let specs: Vec<ParamSpec> = params.into_iter().map(Into::into).collect();
         let mut fresh = HashMap::new();
         for spec in &specs {
@@ -329,6 +346,11 @@ impl<K: Kernel> Engine<K> {
     pub fn set_config(&mut self, group: usize, config: K::Config) -> Result<()> {
         self.check_group(group)?;
         config.validate()?;
+        for (i, other) in self.groups.iter().enumerate() {
+            if i != group {
+                K::check_group(&other.config, &config)?;
+            }
+        }
         self.groups[group].config = config;
         Ok(())
     }
@@ -383,6 +405,16 @@ impl<K: Kernel> Engine<K> {
                 ),
             ));
         }
+        if K::STEP == StepKind::Global && precision.state.is_lossy() {
+            return Err(Error::config(
+                "state_dtype",
+                format!(
+                    "{}: a global two-pass kernel keeps its state in f32, got state_dtype {}",
+                    K::NAME,
+                    precision.state.as_str()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -393,7 +425,7 @@ impl<K: Kernel> Engine<K> {
         b: usize,
         len: usize,
     ) -> BufKind {
-        if K::STEP == StepKind::WholeTensor {
+        if matches!(K::STEP, StepKind::WholeTensor | StepKind::Global) {
             BufKind::F32
         } else {
             precision.kind(len, K::buffer_sign(cfg, b))
@@ -723,10 +755,101 @@ impl<K: Kernel> Engine<K> {
             }
         }
         match self.mode {
+            Mode::Reference if K::STEP == StepKind::Global => self.step_reference_global(params)?,
             Mode::Reference => self.step_reference(params),
             Mode::Fast => self.step_fast(params, None)?,
         }
         self.driver.advance();
+        Ok(())
+    }
+
+    /// [`StepKind::Global`] kernels: refuses bf16/f16 parameters and gradients (before
+    /// anything changes), then works out the step's optimizer-wide scalars.
+    fn begin_global(&mut self, params: &[Param<'_>]) -> Result<()> {
+        for p in params {
+            let low = !matches!(p.value, ParamData::F32(_))
+                || matches!(p.grad, Some(GradData::BF16(_) | GradData::F16(_)));
+            if low {
+                return Err(Error::param(
+                    p.name,
+                    format!(
+                        "{}: parameter '{}': a global two-pass kernel takes f32 parameters and \
+                         gradients only",
+                        K::NAME,
+                        p.name
+                    ),
+                ));
+            }
+        }
+        K::global_begin(self.groups.iter().map(|g| &g.config), &mut self.global)
+    }
+
+    /// [`StepKind::Global`] kernels: the tensors' sums in registration order, handed to
+    /// [`Kernel::global_end`]; whether the second pass runs.
+    fn end_global(&mut self) -> bool {
+        let scratch = &mut self.scratch;
+        scratch.tensor_sums.sort_unstable_by_key(|&(slot, _)| slot);
+        scratch.ordered_sums.clear();
+        scratch
+            .ordered_sums
+            .extend(scratch.tensor_sums.iter().map(|&(_, s)| s));
+        K::global_end(
+            &self.groups[0].config,
+            &mut self.global,
+            &scratch.ordered_sums,
+        )
+    }
+
+    /// The reference step of a [`StepKind::Global`] kernel: the first pass of every
+    /// parameter, the optimizer-wide update, the second pass of every parameter.
+    fn step_reference_global(&mut self, params: &mut [Param<'_>]) -> Result<()> {
+        self.begin_global(params)?;
+        self.scratch.tensor_sums.clear();
+        for pass in [GlobalPass::Sums, GlobalPass::Update] {
+            if pass == GlobalPass::Update && !self.end_global() {
+                return Ok(());
+            }
+            for (p, &i) in params.iter_mut().zip(&self.scratch.order) {
+                let (Some(GradData::F32(g)), ParamData::F32(values)) = (p.grad, &mut p.value)
+                else {
+                    continue; // no gradient (bf16/f16 ones were refused)
+                };
+                let slot = &mut self.slots[i];
+                let group = &self.groups[slot.group];
+                let fresh = pass == GlobalPass::Sums
+                    && Self::ensure_state(slot, &group.config, &group.precision);
+                if pass == GlobalPass::Sums {
+                    slot.step += 1;
+                }
+                let ctx = StepCtx {
+                    shape: &slot.spec.shape,
+                    step: slot.step,
+                    lr: group.config.lr(),
+                    initial_lr: group.initial_lr,
+                    fresh,
+                };
+                let mut bufs: Vec<Vec<f32>> = slot
+                    .buffers
+                    .iter_mut()
+                    .map(|b| b.as_f32_mut().map(std::mem::take).unwrap_or_default())
+                    .collect();
+                let sums = K::reference_global(
+                    &group.config,
+                    &ctx,
+                    &self.global,
+                    pass,
+                    values,
+                    g,
+                    &mut bufs,
+                );
+                for (b, v) in bufs.into_iter().enumerate() {
+                    slot.buffers[b] = StateBuf::F32(v);
+                }
+                if pass == GlobalPass::Sums {
+                    self.scratch.tensor_sums.push((i, sums));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -869,12 +992,16 @@ impl<K: Kernel> Engine<K> {
         params: &mut [Param<'_>],
         exchange: Option<&mut dyn NormExchange>,
     ) -> Result<()> {
+        if K::STEP == StepKind::Global {
+            self.begin_global(params)?;
+        }
         let seed = self.rounding_seed;
         let Engine {
             groups,
             slots,
             scratch,
             chunk_elems,
+            global,
             ..
         } = self;
         scratch.jobs.clear();
@@ -896,7 +1023,10 @@ impl<K: Kernel> Engine<K> {
                 initial_lr: group.initial_lr,
                 fresh,
             };
-            let s = K::scalars(&group.config, &ctx, &mut slot.scalars);
+            let mut s = K::scalars(&group.config, &ctx, &mut slot.scalars);
+            if K::STEP == StepKind::Global {
+                s = K::with_global(s, global);
+            }
             let len = p.value.len();
             let whole = K::STEP == StepKind::WholeTensor;
             let mut conv = Conv::default();
@@ -940,18 +1070,18 @@ impl<K: Kernel> Engine<K> {
                     Self::grad_scratch(slot, whole, len)
                 }
             };
-            let mut st = [std::ptr::null_mut(); 3];
-            let mut st_len = [0usize; 3];
-            for (b, buf) in slot.buffers.iter_mut().enumerate().take(3) {
+            let mut st = [std::ptr::null_mut(); 4];
+            let mut st_len = [0usize; 4];
+            for (b, buf) in slot.buffers.iter_mut().enumerate().take(4) {
                 st_len[b] = buf.len();
-                match buf.low() {
-                    Some(low) => {
-                        conv.state[b] = Some(low);
+                match (buf.low(), conv.state.get_mut(b)) {
+                    (Some(low), Some(state)) => {
+                        *state = Some(low);
                         conv.lossy = true;
                         stochastic |=
                             matches!(low, LowState::BF16(_, crate::storage::Rounding::Stochastic));
                     }
-                    None => st[b] = buf.as_f32_mut().expect("f32 state").as_mut_ptr(),
+                    _ => st[b] = buf.as_f32_mut().expect("f32 state").as_mut_ptr(),
                 }
             }
             conv.plain = conv.low.is_none() && conv.grad.is_none() && !conv.lossy;
@@ -999,6 +1129,36 @@ impl<K: Kernel> Engine<K> {
             scratch.plan.rebuild(&scratch.lens, chunk);
         }
         let isa = isa();
+        if K::STEP == StepKind::Global {
+            scratch.blocks.clear();
+            scratch.blocks.resize(blocks, [0.0; 2]);
+            let sums = SyncPtr(scratch.blocks.as_mut_ptr());
+            run_plan(&scratch.plan, |segs| {
+                // SAFETY: as below; each block index is written by exactly one segment.
+                unsafe { run_segments::<K>(isa, Pass::Sums, &scratch.jobs, segs, sums.get()) }
+            });
+            scratch.tensor_sums.clear();
+            for job in &scratch.jobs {
+                let nb = job.len.div_ceil(BLOCK);
+                let sums = tensor_sums(&scratch.blocks[job.block0..job.block0 + nb]);
+                scratch.tensor_sums.push((job.slot, sums));
+            }
+            if !self.end_global() {
+                return Ok(());
+            }
+            let (scratch, global) = (&mut self.scratch, &self.global);
+            for job in scratch.jobs.iter_mut() {
+                job.s = K::with_global(job.s, global);
+            }
+            let scratch = &self.scratch;
+            run_plan(&scratch.plan, |segs| {
+                // SAFETY: as below.
+                unsafe {
+                    run_segments::<K>(isa, Pass::Update, &scratch.jobs, segs, std::ptr::null_mut())
+                }
+            });
+            return Ok(());
+        }
         if K::STEP == StepKind::TwoPass {
             scratch.blocks.clear();
             scratch.blocks.resize(blocks, [0.0; 2]);
@@ -1204,6 +1364,8 @@ fn first_nonfinite<'a>(params: &'a [Param<'_>]) -> Option<&'a str> {
 enum Pass {
     Norms,
     Update,
+    /// The first pass of a [`StepKind::Global`] kernel ([`Kernel::pass1_wide`]).
+    Sums,
 }
 
 /// One pass over some segments of a step, compiled per instruction set by
@@ -1275,6 +1437,30 @@ unsafe fn view<'a, S>(
     )
 }
 
+/// [`view`] with all four state buffers (the first pass of [`StepKind::Global`] kernels).
+///
+/// # Safety
+/// As [`view`].
+#[inline(always)]
+unsafe fn view_wide<'a, S>(
+    job: &Job<S>,
+    start: usize,
+    n: usize,
+) -> (&'a mut [f32], &'a [f32], WideBufs<'a>) {
+    let buf = |b: usize| -> &'a mut [f32] {
+        if b < job.nbuf {
+            std::slice::from_raw_parts_mut(job.st[b].add(start), n)
+        } else {
+            &mut []
+        }
+    };
+    (
+        std::slice::from_raw_parts_mut(job.p.add(start), n),
+        std::slice::from_raw_parts(job.g.add(start), n),
+        [buf(0), buf(1), buf(2), buf(3)],
+    )
+}
+
 #[inline(always)]
 unsafe fn segments_body<K: Kernel>(
     pass: Pass,
@@ -1305,6 +1491,15 @@ unsafe fn plain_segment<K: Kernel>(
             }
             let (p, g, st) = view(job, seg.start, seg.end - seg.start);
             K::update(&job.s, p, g, st);
+        }
+        Pass::Sums => {
+            let mut off = seg.start;
+            while off < seg.end {
+                let end = (off + BLOCK).min(seg.end);
+                let (p, g, st) = view_wide(job, off, end - off);
+                *sums.add(job.block0 + off / BLOCK) = K::pass1_wide(&job.s, p, g, st);
+                off = end;
+            }
         }
         Pass::Norms => {
             let mut off = seg.start;

@@ -119,6 +119,13 @@ pub(super) unsafe fn segments_tiled<K: Kernel>(
                 }
             }
         }
+        Pass::Sums => {
+            // Global two-pass kernels keep f32 state and take f32 parameters only
+            // (`Engine::check_precision`, `Engine::begin_global`): every job is plain.
+            for seg in segs {
+                plain_segment::<K>(pass, &jobs[seg.job], seg, sums);
+            }
+        }
         Pass::Norms => {
             let mut blocks = Tiles::<BLOCK>::new();
             for seg in segs {

@@ -66,6 +66,19 @@ impl StepCtx<'_> {
 /// The state buffers handed to a kernel: up to three, unused ones empty.
 pub type Bufs<'a> = [&'a mut [f32]; 3];
 
+/// The state buffers handed to the first pass of a [`StepKind::Global`] kernel: up to four
+/// (Prodigy's `exp_avg`, `exp_avg_sq`, `s`, `p0`), unused ones empty.
+pub type WideBufs<'a> = [&'a mut [f32]; 4];
+
+/// Which pass of a [`StepKind::Global`] step the reference implementation computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalPass {
+    /// The first pass: state updates and the tensor's two sums.
+    Sums,
+    /// The second pass: the parameter update, after [`Kernel::global_end`].
+    Update,
+}
+
 /// How the engine runs a kernel's step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepKind {
@@ -81,6 +94,16 @@ pub enum StepKind {
     /// second moment, an orthogonalised update). State buffers may have other shapes
     /// ([`Kernel::buffer_shape`]).
     WholeTensor,
+    /// Two passes over **all** parameters with optimizer-wide scalar state (Prodigy's `d`):
+    /// [`Kernel::global_begin`] works out the step's optimizer-wide scalars from every group's
+    /// config, [`Kernel::with_global`] folds them into each parameter's scalars,
+    /// [`Kernel::pass1_wide`] updates state and returns two sums per fixed block, the engine
+    /// adds them per tensor in block order and hands the tensors' sums, in registration order,
+    /// to [`Kernel::global_end`], which updates the optimizer-wide state; then
+    /// [`Kernel::with_global`] again and [`Kernel::update`]. No result depends on the thread
+    /// count or the chunking. State is `f32` (a lossy state dtype and bf16/f16 parameters are
+    /// refused with an error), and sharding ([`crate::dist`]) refuses these kernels.
+    Global,
 }
 
 /// One optimizer's math. See the [module documentation](self).
@@ -198,6 +221,63 @@ pub trait Kernel: Send + Sync + 'static {
         _scratch: &mut [f64],
     ) {
         Self::step_tensor(s, shape, p, g, st)
+    }
+    /// [`StepKind::Global`] kernels: names and initial values of the optimizer-wide scalar
+    /// state (kept in `f64`, saved in checkpoints), from the first group's config.
+    fn global_state(_cfg: &Self::Config) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+    /// [`StepKind::Global`] kernels: checks that a new group's config agrees with the first
+    /// group's where the optimizer uses one value for all groups (an error names the field).
+    fn check_group(_first: &Self::Config, _other: &Self::Config) -> crate::Result<()> {
+        Ok(())
+    }
+    /// [`StepKind::Global`] kernels: before the first pass, works out the step's
+    /// optimizer-wide scalars from every group's config (in group order) into `global`. An
+    /// error refuses the step before anything changes.
+    fn global_begin<'c>(
+        _configs: impl Iterator<Item = &'c Self::Config> + Clone,
+        _global: &mut [f64],
+    ) -> crate::Result<()>
+    where
+        Self::Config: 'c,
+    {
+        Ok(())
+    }
+    /// [`StepKind::Global`] kernels: folds the optimizer-wide state into one parameter's
+    /// scalars (before each pass).
+    fn with_global(s: Self::Scalars, _global: &[f64]) -> Self::Scalars {
+        s
+    }
+    /// [`StepKind::Global`] kernels: the first pass over one block (at most [`BLOCK`]
+    /// elements, starting at a multiple of [`BLOCK`]) with up to four state buffers: updates
+    /// state and returns the block's two sums. The default is [`Kernel::pass1`] on the first
+    /// three buffers.
+    #[inline(always)]
+    fn pass1_wide(s: &Self::Scalars, p: &[f32], g: &[f32], st: WideBufs<'_>) -> [f64; 2] {
+        let [a, b, c, _] = st;
+        Self::pass1(s, p, g, [a, b, c])
+    }
+    /// [`StepKind::Global`] kernels: after the first pass, updates the optimizer-wide state
+    /// from every stepped tensor's two sums (in registration order; `first` is the first
+    /// group's config). Returns whether the second pass runs.
+    fn global_end(_first: &Self::Config, _global: &mut [f64], _tensors: &[[f64; 2]]) -> bool {
+        true
+    }
+    /// [`StepKind::Global`] kernels: the reference implementation of one pass of one
+    /// parameter (one operation per line), with the optimizer-wide state; the first pass
+    /// returns the tensor's two sums, summed exactly as [`Kernel::pass1_wide`] sums them
+    /// block by block. Not called for other kernels.
+    fn reference_global(
+        _cfg: &Self::Config,
+        _ctx: &StepCtx,
+        _global: &[f64],
+        _pass: GlobalPass,
+        _p: &mut [f32],
+        _g: &[f32],
+        _st: &mut [Vec<f32>],
+    ) -> [f64; 2] {
+        [0.0, 0.0]
     }
     /// Folds the per-tensor norms `(||p||, ||u||)` of the first pass into the scalars.
     fn with_norms(s: Self::Scalars, _param_norm: f64, _update_norm: f64) -> Self::Scalars {

@@ -36,6 +36,7 @@ crate::registry::registry! {
         ademamix::Ademamix(AdemamixConfig) = "ademamix", "AdEMAMix";
         adafactor::Adafactor(AdafactorConfig) = "adafactor", "Adafactor";
         muon::Muon(MuonConfig) = "muon", "Muon";
+        prodigy::Prodigy(ProdigyConfig) = "prodigy", "Prodigy";
     }
     hyperparameters {
         /// Learning rate.
@@ -90,8 +91,8 @@ crate::registry::registry! {
         t0: f64;
         /// ADOPT: clip the normalised gradient to ±(t-1)^(1/4).
         use_clipping: bool, negated;
-        /// AdEMAMix's decay rate of the slow moment.
-        beta3: f64;
+        /// AdEMAMix's decay rate of the slow moment; Prodigy's of its step-size statistics (`none`: sqrt(beta2)).
+        beta3: Option<f64>;
         /// AdEMAMix's warm-up steps of alpha (0: none).
         t_alpha: u64;
         /// AdEMAMix's warm-up steps of beta3 (0: none).
@@ -108,5 +109,19 @@ crate::registry::registry! {
         adjust_lr_fn: AdjustLr;
         /// Arithmetic of the Newton-Schulz iteration.
         ns_dtype: NsDtype;
+        /// Prodigy: apply the weight decay decoupled (AdamW style).
+        decouple: bool, negated;
+        /// Prodigy: Adam's bias correction in the step size.
+        use_bias_correction: bool;
+        /// Prodigy: leave lr out of the step-size denominator (for warm-ups).
+        safeguard_warmup: bool;
+        /// Prodigy's initial step-size estimate.
+        d0: f64;
+        /// Prodigy's multiplier of the step-size estimate.
+        d_coef: f64;
+        /// Prodigy's largest growth factor of the step size per step (`none`: unbounded).
+        growth_rate: Option<f64>;
+        /// Prodigy: statistics on every slice_p-th element (only 1 is supported).
+        slice_p: u64;
     }
 }
