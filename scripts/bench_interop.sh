@@ -3,6 +3,8 @@
 # <!-- interop:begin --> and <!-- interop:end --> (appended if absent):
 #   - burn 0.22 (NdArray): burn's own Adam / AdamW against downhill's through downhill-burn,
 #     in place and through the host round trip (crates/downhill-burn/examples/bench.rs);
+#   - burn: where the host round trip's time goes, piece by piece
+#     (crates/downhill-burn/examples/host_profile.rs);
 #   - candle: the cost of the host round trip (the route of CUDA/Metal vars) over the in-place
 #     route, on CPU vars (crates/downhill-candle/examples/host_round_trip.rs).
 # Shapes: the anchors' 10M x 1, 10M as 1000 tensors, 1M as 1000 tensors; 2 threads.
@@ -14,11 +16,12 @@ QUICK=""
 [[ "${1:-}" == "--quick" ]] && QUICK="--quick"
 export RAYON_NUM_THREADS=2
 
-cargo build --release -q -p downhill-burn --example bench
+cargo build --release -q -p downhill-burn --example bench --example host_profile
 cargo build --release -q -p downhill-candle --example host_round_trip
 start=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 burn=$(target/release/examples/bench $QUICK)
+profile=$(target/release/examples/host_profile $QUICK)
 candle=$(target/release/examples/host_round_trip $QUICK)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 secs=$(( $(date +%s) - start ))
@@ -35,6 +38,10 @@ section=$(cat <<MD
 burn's optimizers on the NdArray backend against downhill's through \`downhill-burn\` (\`ModuleOptimizer::step\` over a model of 1-D parameters, gradients fixed):
 
 $burn
+
+Where the host round trip's time goes (\`crates/downhill-burn/examples/host_profile.rs\`: the burn calls of the adapter's host step timed one by one, AdamW, NdArray; "shared": a tensor whose buffer another tensor also holds, as the gradients above, which the bench keeps and clones; "unique": a gradient fresh from \`backward\`):
+
+$profile
 
 candle vars: the host round trip (what vars on CUDA or Metal take: copy to host, step, copy back) against the in-place route, both on CPU vars, Adam:
 

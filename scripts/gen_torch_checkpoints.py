@@ -58,6 +58,14 @@ CASES = [
      [(["w", "b"], dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True))], True),
     ("radam", "RAdam", [(["w", "b"], dict(lr=0.01, weight_decay=0.01))], True),
     ("adadelta", "Adadelta", [(["w", "b"], dict(lr=1.0, rho=0.9, weight_decay=0.01))], True),
+    # Sign flips, growth, and step sizes at both bounds (w's at its minimum from step 2 on,
+    # b's at its maximum on step 1); the second group maximizes.
+    ("rprop_groups", "Rprop",
+     [(["w"], dict(lr=0.01, etas=(0.4, 1.3), step_sizes=(5e-3, 0.015))),
+      (["b"], dict(lr=0.02, step_sizes=(1e-3, 0.011), maximize=True))], True),
+    # t0 = 1: the saved mu is 1/2 and averaging runs through the continuation.
+    ("asgd_averaging", "ASGD", [(["w", "b"], dict(lr=0.05, lambd=0.01, alpha=0.75, t0=1.0,
+                                                  weight_decay=0.01))], True),
 ]
 
 
@@ -138,9 +146,9 @@ def bad_files():
     """Files downhill must refuse with a clear error (crates/downhill-torch/tests/bad_files.rs)."""
     bad = OUT / "bad"
     bad.mkdir(parents=True, exist_ok=True)
-    params, opt = build("ASGD", [(["w", "b"], dict(lr=0.01))], True, initial())
+    params, opt = build("Adafactor", [(["w", "b"], dict(lr=0.01))], True, initial())
     run(params, opt, range(1, 2))
-    torch.save(opt.state_dict(), bad / "asgd.pt")  # an optimizer downhill does not have
+    torch.save(opt.state_dict(), bad / "adafactor.pt")  # an optimizer downhill does not map
     params, opt = build("Adam", [(["w", "b"], dict(lr=0.01, differentiable=True))], True, initial())
     torch.save(opt.state_dict(), bad / "adam_differentiable.pt")
     p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))

@@ -24,7 +24,7 @@ pub(crate) struct TorchClass {
 /// Every torch.optim optimizer downhill has. torch's `AdamW` is `Adam` with
 /// `decoupled_weight_decay=True` (since PyTorch 2.6 the saved groups are identical), so one
 /// entry reads both: `decoupled_weight_decay` decides between downhill's `adam` and `adamw`.
-/// downhill's LAMB, LARS and Lion have no torch.optim counterpart.
+/// The optimizers of downhill's registry with no torch.optim class are [`NO_TORCH_CLASS`].
 pub(crate) const CLASSES: &[TorchClass] = &[
     TorchClass {
         class: "SGD",
@@ -164,7 +164,69 @@ pub(crate) const CLASSES: &[TorchClass] = &[
         has_step: true,
         scalar_state: &[],
     },
+    TorchClass {
+        class: "Rprop",
+        downhill: "rprop",
+        keys: &[
+            "lr",
+            "etas",
+            "step_sizes",
+            "foreach",
+            "maximize",
+            "differentiable",
+            "capturable",
+        ],
+        has_step: true,
+        scalar_state: &[],
+    },
+    TorchClass {
+        class: "ASGD",
+        downhill: "asgd",
+        keys: &[
+            "lr",
+            "lambd",
+            "alpha",
+            "t0",
+            "weight_decay",
+            "foreach",
+            "maximize",
+            "differentiable",
+            "capturable",
+        ],
+        has_step: true,
+        // torch keeps the step size and the averaging weight as 0-d tensors.
+        scalar_state: &["eta", "mu"],
+    },
 ];
+
+/// downhill's optimizers that torch.optim does not have, and where each comes from: they
+/// have no `.pt` form. Every name of downhill's registry is either a [`CLASSES`] entry or one
+/// of these (a test checks it, so a new optimizer cannot be forgotten).
+pub(crate) const NO_TORCH_CLASS: &[(&str, &str)] = &[
+    ("lamb", "LAMB (You et al. 2020; optax.lamb)"),
+    ("lars", "LARS (You et al. 2017; optax.lars)"),
+    ("lion", "Lion (Chen et al. 2023; optax.lion)"),
+    (
+        "adopt",
+        "ADOPT (Taniguchi et al. 2024; optax.contrib.adopt)",
+    ),
+    (
+        "ademamix",
+        "AdEMAMix (Pagliardini et al. 2024; optax.contrib.ademamix)",
+    ),
+];
+
+/// "downhill's LAMB, LARS, ... have no torch.optim counterpart", from [`NO_TORCH_CLASS`].
+pub(crate) fn no_counterpart_note() -> String {
+    let names: Vec<&str> = NO_TORCH_CLASS
+        .iter()
+        .map(|(_, d)| d.split(' ').next().unwrap_or(d))
+        .collect();
+    format!(
+        "downhill's {} have no torch.optim counterpart",
+        names.join(", ")
+    )
+}
 
 /// Implementation flags: they choose how torch computes a step, not what it computes.
 pub(crate) const FLAGS: &[&str] = &["foreach", "fused", "capturable", "differentiable"];
@@ -197,14 +259,21 @@ pub(crate) fn identify(keys: &[String]) -> Option<&'static TorchClass> {
 pub(crate) fn for_downhill(name: &str) -> Result<&'static TorchClass> {
     let class = if name == "adamw" { "adam" } else { name };
     CLASSES.iter().find(|c| c.downhill == class).ok_or_else(|| {
-        Error::unsupported(format!(
-            "downhill's '{name}' has no torch.optim counterpart (torch.optim has {})",
-            CLASSES
-                .iter()
-                .map(|c| c.class)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+        let classes = CLASSES
+            .iter()
+            .map(|c| c.class)
+            .collect::<Vec<_>>()
+            .join(", ");
+        match NO_TORCH_CLASS.iter().find(|(n, _)| *n == name) {
+            Some((_, what)) => Error::unsupported(format!(
+                "downhill's '{name}' has no torch.optim counterpart: it is {what} (downhill-torch \
+                 maps torch.optim's {classes})"
+            )),
+            None => Error::unsupported(format!(
+                "downhill-torch has no .pt mapping for downhill's '{name}' (it maps torch.optim's \
+                 {classes})"
+            )),
+        }
     })
 }
 

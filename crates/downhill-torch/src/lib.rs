@@ -4,13 +4,13 @@
 //! # Overview
 //!
 //! [`StateDict::read`] reads a `.pt` file of any torch.optim optimizer downhill shares
-//! (SGD, Adagrad, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adadelta), and
+//! (SGD, Adagrad, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, Adadelta, Rprop, ASGD), and
 //! [`StateDict::load_into`] puts its hyperparameters, step counts and state buffers into a
 //! downhill optimizer, which then continues the run where PyTorch stopped. [`save()`] (or
 //! [`write()`] from a [`Snapshot`]) writes the state of a
 //! downhill optimizer as a `.pt` file that `torch.load(path, weights_only=True)` followed by
-//! `optimizer.load_state_dict(...)` accepts. downhill's LAMB, LARS and Lion have no
-//! torch.optim counterpart, so they have no `.pt` form.
+//! `optimizer.load_state_dict(...)` accepts. downhill's LAMB, LARS, Lion, ADOPT and AdEMAMix
+//! have no torch.optim counterpart, so they have no `.pt` form (see the table below).
 //!
 //! ```no_run
 //! use downhill::{AdamWConfig, Optimizer, ParamSpec};
@@ -26,6 +26,41 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # The optimizers
+//!
+//! What each torch.optim class's `state_dict()` holds (PyTorch 2.15) and what it becomes in
+//! downhill. Every state entry is a `float32` tensor; `step` is a 0-d tensor (torch's SGD keeps
+//! none), read as downhill's step count and written back as a 0-d tensor; "0-d" entries are
+//! downhill's scalar state (shape `[1]`). The group keys are torch's, in its order, and equal
+//! downhill's hyperparameter names (flags aside, see below).
+//!
+//! | downhill | torch.optim | group keys (besides the flags) | state besides `step` |
+//! |---|---|---|---|
+//! | `sgd` | `SGD` | lr, momentum, dampening, weight_decay, nesterov, maximize | `momentum_buffer` (when momentum ≠ 0; no `step`) |
+//! | `adagrad` | `Adagrad` | lr, lr_decay, eps, weight_decay, initial_accumulator_value, maximize | `sum` |
+//! | `rmsprop` | `RMSprop` | lr, momentum, alpha, eps, centered, weight_decay, maximize | `square_avg`, `momentum_buffer` (momentum > 0), `grad_avg` (centered) |
+//! | `adam` | `Adam` | lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay | `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq` (amsgrad) |
+//! | `adamw` | `AdamW` (= `Adam` with `decoupled_weight_decay=True`) | as Adam | as Adam |
+//! | `adamax` | `Adamax` | lr, betas, eps, weight_decay, maximize | `exp_avg`, `exp_inf` |
+//! | `nadam` | `NAdam` | lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize | `mu_product` (0-d), `exp_avg`, `exp_avg_sq` |
+//! | `radam` | `RAdam` | lr, betas, eps, weight_decay, decoupled_weight_decay, maximize | `exp_avg`, `exp_avg_sq` |
+//! | `adadelta` | `Adadelta` | lr, rho, eps, weight_decay, maximize | `square_avg`, `acc_delta` |
+//! | `rprop` | `Rprop` | lr, etas, step_sizes, maximize | `prev`, `step_size` |
+//! | `asgd` | `ASGD` | lr, lambd, alpha, t0, weight_decay, maximize | `eta` (0-d), `mu` (0-d), `ax` |
+//!
+//! Pairs (`betas`, `etas`, `step_sizes`) are tuples of ints or floats (torch's default
+//! `step_sizes` is `(1e-6, 50)`, an int); downhill writes floats. Rprop's `step_size` holds
+//! every coordinate's current step (the `lr` is only its start), and ASGD's `eta` and `mu` are
+//! the step size and averaging weight of the *next* step, as torch computed them after the
+//! last one: both are taken from the file, not recomputed.
+//!
+//! downhill's optimizers with no torch.optim class, so no `.pt` form
+//! ([`without_torch_counterpart`]; writing one is an [`ErrorKind::Unsupported`] error naming
+//! it): LAMB, LARS and Lion (optax has them; PyTorch has no LAMB/LARS/Lion class), ADOPT and
+//! AdEMAMix (optax.contrib). The other way, torch.optim's `Adafactor`, `Muon`, `SparseAdam`
+//! and `LBFGS` have no downhill optimizer in this build's registry, and their files are
+//! refused with the keys they hold.
 //!
 //! # How parameters are matched
 //!
@@ -49,7 +84,7 @@
 //! |---|---|---|
 //! | `foreach` | any value: it picks torch's multi-tensor loop, the math is the same | `None` |
 //! | `fused` | any value: it picks torch's fused kernel, the math is the same (its last-bit rounding may differ from torch's loop; downhill continues with the loop's, which its goldens match) | `None` |
-//! | `capturable` | any value: CUDA-graph-safe step counters, the same math; the state's bytes are read wherever they were saved (`cuda:0` storages too) | `False` |
+//! | `capturable` | any value: CUDA-graph-safe step counters, the same math (ASGD's capturable step computes `1 - λη` in `float32` and multiplies by the tensor `η`, so its last bit may differ from the loop's; downhill continues with the loop's, as for `fused`); the state's bytes are read wherever they were saved (`cuda:0` storages too) | `False` |
 //! | `differentiable` | `True` is rejected: torch's step is then part of an autograd graph, downhill's is not | `False` |
 //!
 //! A downhill setting torch lacks is refused when writing (`adam`'s `bias_correction = false`,
@@ -101,8 +136,16 @@ use pickle::{StorageRef, StorageType, TensorRef, Value};
 
 /// The optimizers a `.pt` file can hold, as downhill names them.
 pub const SHARED_OPTIMIZERS: &[&str] = &[
-    "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta",
+    "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamax", "nadam", "radam", "adadelta", "rprop",
+    "asgd",
 ];
+
+/// downhill's optimizers that torch.optim does not have (so they have no `.pt` form), each
+/// with where it comes from. With [`SHARED_OPTIMIZERS`] they cover downhill's whole registry
+/// ([`downhill::OPTIMIZER_NAMES`]).
+pub fn without_torch_counterpart() -> impl Iterator<Item = (&'static str, &'static str)> {
+    classes::NO_TORCH_CLASS.iter().copied()
+}
 
 /// A torch.optim `state_dict()` read from a `.pt` file: the optimizer it is of, its groups'
 /// hyperparameters and each parameter's step count and state tensors.
@@ -265,10 +308,11 @@ impl StateDict {
                         .collect();
                     Error::unsupported(format!(
                     "param group {gi} has the keys [{}], which are not those of any torch.optim \
-                     optimizer downhill has ({}); downhill's LAMB, LARS and Lion have no \
-                     torch.optim counterpart",
+                     optimizer downhill shares ({}; torch.optim's Adafactor, Muon, SparseAdam \
+                     and LBFGS are not among them); {}",
                     hyper.join(", "),
-                    classes::CLASSES.iter().map(|c| c.class).collect::<Vec<_>>().join(", ")
+                    classes::CLASSES.iter().map(|c| c.class).collect::<Vec<_>>().join(", "),
+                    classes::no_counterpart_note()
                 ))
                 })?;
             if let Some(c) = class {

@@ -22,6 +22,8 @@ fn torch_name(class: &str) -> &'static str {
         "NAdam" => "nadam",
         "RAdam" => "radam",
         "Adadelta" => "adadelta",
+        "Rprop" => "rprop",
+        "ASGD" => "asgd",
         other => panic!("unknown class {other}"),
     }
 }
@@ -73,7 +75,7 @@ fn continue_and_compare(case: &str, meta: &serde_json::Value, opt: &mut dyn Opti
 #[test]
 fn downhill_continues_every_torch_optimizer_where_torch_stopped() {
     let cases = cases();
-    assert_eq!(cases.len(), 10, "{cases:?}");
+    assert_eq!(cases.len(), 12, "{cases:?}");
     let mut optimizers: Vec<&str> = Vec::new();
     for case in &cases {
         let meta = case_json(case);
@@ -121,6 +123,47 @@ fn downhill_continues_every_torch_optimizer_where_torch_stopped() {
             .into_iter()
             .collect::<Vec<_>>()
     );
+}
+
+/// Every optimizer of downhill's registry is either read and written as its torch.optim class
+/// (and has a fixture above) or listed as having none: a new optimizer cannot be forgotten.
+#[test]
+fn every_registry_optimizer_is_shared_with_torch_or_listed_without() {
+    let without: Vec<&str> = downhill_torch::without_torch_counterpart()
+        .map(|(n, _)| n)
+        .collect();
+    for name in downhill::OPTIMIZER_NAMES {
+        let shared = downhill_torch::SHARED_OPTIMIZERS.contains(name);
+        assert!(
+            shared != without.contains(name),
+            "'{name}': shared with torch {shared}, listed without a counterpart {}",
+            without.contains(name)
+        );
+        let opt = OptimizerConfig::default_for(name)
+            .unwrap()
+            .build(vec![ParamSpec::new("w", 2)])
+            .unwrap();
+        match downhill_torch::save(opt.as_ref()) {
+            Ok(bytes) => {
+                assert!(shared, "'{name}' was written as .pt");
+                assert_eq!(StateDict::read(&bytes).unwrap().optimizer(), *name);
+            }
+            Err(e) => {
+                assert!(!shared, "'{name}': {e}");
+                assert!(
+                    e.message()
+                        .contains(&format!("'{name}' has no torch.optim counterpart")),
+                    "{e}"
+                );
+            }
+        }
+    }
+    for name in &without {
+        assert!(
+            downhill::OPTIMIZER_NAMES.contains(name),
+            "'{name}' is not in the registry"
+        );
+    }
 }
 
 #[test]
