@@ -214,7 +214,16 @@ pub(crate) const NO_TORCH_CLASS: &[(&str, &str)] = &[
         "ademamix",
         "AdEMAMix (Pagliardini et al. 2024; optax.contrib.ademamix)",
     ),
+    (
+        "prodigy",
+        "Prodigy (Mishchenko & Defazio 2023; PyPI prodigyopt)",
+    ),
 ];
+
+/// The optimizers of downhill's registry that torch.optim also has but that this crate does
+/// not map yet (their `.pt` files are refused with the keys they hold, and writing one is an
+/// error saying there is no mapping): `(downhill name, torch.optim class)`.
+pub(crate) const NOT_MAPPED_YET: &[(&str, &str)] = &[("adafactor", "Adafactor"), ("muon", "Muon")];
 
 /// "downhill's LAMB, LARS, ... have no torch.optim counterpart", from [`NO_TORCH_CLASS`].
 pub(crate) fn no_counterpart_note() -> String {

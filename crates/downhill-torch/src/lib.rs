@@ -58,9 +58,10 @@
 //! downhill's optimizers with no torch.optim class, so no `.pt` form
 //! ([`without_torch_counterpart`]; writing one is an [`ErrorKind::Unsupported`] error naming
 //! it): LAMB, LARS and Lion (optax has them; PyTorch has no LAMB/LARS/Lion class), ADOPT and
-//! AdEMAMix (optax.contrib). The other way, torch.optim's `Adafactor`, `Muon`, `SparseAdam`
-//! and `LBFGS` have no downhill optimizer in this build's registry, and their files are
-//! refused with the keys they hold.
+//! AdEMAMix (optax.contrib), Prodigy (PyPI `prodigyopt`). torch.optim's `Adafactor` and `Muon`
+//! have downhill counterparts that this crate does not map yet ([`not_mapped_yet`]: writing
+//! one is an [`ErrorKind::Unsupported`] error saying so), and `SparseAdam` and `LBFGS` have no
+//! downhill optimizer in the registry; files of these four are refused with the keys they hold.
 //!
 //! # How parameters are matched
 //!
@@ -145,6 +146,12 @@ pub const SHARED_OPTIMIZERS: &[&str] = &[
 /// ([`downhill::OPTIMIZER_NAMES`]).
 pub fn without_torch_counterpart() -> impl Iterator<Item = (&'static str, &'static str)> {
     classes::NO_TORCH_CLASS.iter().copied()
+}
+
+/// downhill's optimizers whose torch.optim class exists but has no `.pt` mapping here yet, as
+/// `(downhill name, torch.optim class)`.
+pub fn not_mapped_yet() -> impl Iterator<Item = (&'static str, &'static str)> {
+    classes::NOT_MAPPED_YET.iter().copied()
 }
 
 /// A torch.optim `state_dict()` read from a `.pt` file: the optimizer it is of, its groups'
@@ -308,7 +315,7 @@ impl StateDict {
                         .collect();
                     Error::unsupported(format!(
                     "param group {gi} has the keys [{}], which are not those of any torch.optim \
-                     optimizer downhill shares ({}; torch.optim's Adafactor, Muon, SparseAdam \
+                     optimizer downhill-torch maps ({}; torch.optim's Adafactor, Muon, SparseAdam \
                      and LBFGS are not among them); {}",
                     hyper.join(", "),
                     classes::CLASSES.iter().map(|c| c.class).collect::<Vec<_>>().join(", "),

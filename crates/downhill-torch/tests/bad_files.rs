@@ -61,7 +61,7 @@ fn a_pickle_calling_os_system_or_eval_is_rejected_and_runs_nothing() {
 
 #[test]
 fn another_optimizer_is_refused() {
-    // torch's Adafactor: downhill has no Adafactor to map it to (its keys are named).
+    // torch's Adafactor: downhill-torch has no Adafactor mapping (yet): its keys are named.
     let err = StateDict::read(&read("bad/adafactor.pt")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(
