@@ -8,12 +8,12 @@ use common::*;
 use downhill::{OptimizerConfig, Param, ParamSpec};
 use downhill_burn::DownhillConfig;
 
-fn core_run(config: &OptimizerConfig, steps: usize) -> Vec<Vec<Vec<f32>>> {
+fn core_run(config: &OptimizerConfig, steps: usize) -> downhill::Result<Vec<Vec<Vec<f32>>>> {
     let specs = SHAPES
         .iter()
         .map(|(n, s)| ParamSpec::shaped(*n, s.to_vec()))
         .collect();
-    let mut opt = config.build(specs).unwrap();
+    let mut opt = config.build(specs)?;
     let mut vals: Vec<Vec<f32>> = (0..3).map(initial).collect();
     let mut out = Vec::new();
     for t in 1..=steps {
@@ -27,7 +27,7 @@ fn core_run(config: &OptimizerConfig, steps: usize) -> Vec<Vec<Vec<f32>>> {
         opt.step(&mut params).unwrap();
         out.push(vals.clone());
     }
-    out
+    Ok(out)
 }
 
 fn burn_run(config: &OptimizerConfig, host: bool, steps: usize) -> Vec<Vec<Vec<f32>>> {
@@ -50,7 +50,24 @@ fn every_registry_optimizer_through_burn_equals_the_core_bit_for_bit() {
     let mut names = Vec::new();
     for entry in downhill::REGISTRY {
         let config = (entry.default)();
-        let want = core_run(&config, 6);
+        let want = match core_run(&config, 6) {
+            Ok(want) => want,
+            Err(e) => {
+                // Muon takes matrices only: the core refuses the vector and the 3-D tensor of
+                // this model with an error naming the parameter, and burn's `step` (which
+                // cannot return an error) panics with that message.
+                assert_eq!(entry.name, "muon", "{e}");
+                assert_eq!(e.kind(), downhill::ErrorKind::Param, "{e}");
+                for host in [false, true] {
+                    let panic = std::panic::catch_unwind(|| burn_run(&config, host, 1))
+                        .expect_err("burn stepped Muon on a vector");
+                    let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+                    assert!(text.contains("Muon only supports 2-D parameters"), "{text}");
+                }
+                names.push(entry.name);
+                continue;
+            }
+        };
         for host in [false, true] {
             let got = burn_run(&config, host, 6);
             for (t, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -80,7 +97,7 @@ fn options_and_learning_rates_reach_the_kernel() {
     let sgd = OptimizerConfig::from_hparams("sgd", &h).unwrap();
     assert_eq!(
         bits(&burn_run(&sgd, false, 4)[3]),
-        bits(&core_run(&sgd, 4)[3])
+        bits(&core_run(&sgd, 4).unwrap()[3])
     );
     let h = downhill::Hyperparams {
         amsgrad: Some(true),
@@ -90,7 +107,7 @@ fn options_and_learning_rates_reach_the_kernel() {
     let adam = OptimizerConfig::from_hparams("adam", &h).unwrap();
     assert_eq!(
         bits(&burn_run(&adam, false, 4)[3]),
-        bits(&core_run(&adam, 4)[3])
+        bits(&core_run(&adam, 4).unwrap()[3])
     );
 }
 

@@ -10,6 +10,11 @@ use downhill_burn::DownhillConfig;
 fn every_optimizer_resumes_bit_identically_from_burn_records() {
     let dir = tempfile::tempdir().unwrap();
     for entry in downhill::REGISTRY {
+        if entry.name == "muon" {
+            // Muon takes matrices only and this model has a vector and a 3-D tensor: burn's
+            // step refuses it (tests/parity.rs checks the refusal).
+            continue;
+        }
         let config = (entry.default)();
         let lr = config.lr();
         let device = device();
