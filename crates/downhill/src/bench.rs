@@ -14,11 +14,27 @@
 //! (blocks of at least 25 ms and three steps each, so that each finds its own data in cache).
 //!
 //! With another storage ([`BenchOptions::precision`], [`BenchOptions::param_dtype`]: int8 or
-//! bf16 state, bf16/f16 parameters with or without master weights) the probe takes the same
-//! storage: it runs through the same tile conversion (widen, dequantize, requantize, round),
-//! so `fraction_of_probe` compares the optimizer's arithmetic with the conversion's cost on
-//! the same bytes; `bytes_per_step` counts the bytes of each stream in its storage (codes and
-//! absmax, master weights, 2-byte parameters and gradients).
+//! bf16 state, bf16/f16 parameters with or without master weights) `bytes_per_step` counts the
+//! bytes of each stream in its storage (codes and absmax, master weights, 2-byte parameters
+//! and gradients), and the probe is:
+//! - for 8-bit state on `f32` parameters, the 8-bit step's *own access shape* with no
+//!   conversion (`Q8Probe`: `f32` parameter read and written, `f32` gradient read, each state
+//!   buffer's codes read and written with one byte addition each, its absmax per block read and
+//!   written), so that `fraction_of_probe` says how close the step is to what the memory system
+//!   gives those bytes. Two more probes run in the same rounds and are reported beside it
+//!   ([`StorageProbes`]): the probe through the same tile conversion (dequantize, `+= g`,
+//!   requantize: `fraction_of_conversion_probe` compares the optimizer's arithmetic with the
+//!   conversion's cost) and the probe with `f32` state (`probe_speedup_over_f32_probe`: the
+//!   speed-up over `f32` state that the memory allows on this machine right now);
+//! - for the other storages, the probe through the same tile conversion (widen, dequantize,
+//!   requantize, round).
+//!
+//! With [`BenchOptions::loss_scale`] the optimizer's step is a mixed-precision one: a
+//! [`LossScaler`] checks every gradient for NaN and infinities, unscales them into `f32`
+//! copies and steps the optimizer with the copies; `bytes_per_step` adds those reads and
+//! writes (two reads of each gradient, one `f32` write, and the optimizer reading the `f32`
+//! copy). The benchmark's gradients are finite, so every step runs (as in training, where a
+//! skipped step is the rare case).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +44,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernel::reduce::SUB;
 use crate::kernel::{Bufs, Kernel, Lanes, StepCtx, StepKind, SMALL_TENSOR};
+use crate::loss_scale::{LossScale, LossScaler};
 use crate::optimizer::Optimizer;
 use crate::param::{DType, Param, ParamData, ParamSpec};
 use crate::registry::OptimizerConfig;
@@ -59,6 +76,10 @@ pub struct BenchOptions {
     /// Every tensor an `R × C` matrix (for the optimizers that need the matrix: Adafactor,
     /// Muon): `params` must then be `tensors · R · C`.
     pub matrix: Option<(usize, usize)>,
+    /// Time a mixed-precision step instead: a [`LossScaler`] with this scale checks the
+    /// gradients for NaN and infinities, unscales them into `f32` copies and steps the
+    /// optimizer with those (the probes are unchanged: they time the optimizer's own traffic).
+    pub loss_scale: Option<LossScale>,
 }
 
 impl Default for BenchOptions {
@@ -74,6 +95,7 @@ impl Default for BenchOptions {
             precision: Precision::default(),
             param_dtype: DType::F32,
             matrix: None,
+            loss_scale: None,
         }
     }
 }
@@ -117,6 +139,35 @@ pub struct BenchResult {
     /// Whether bf16/f16 parameters had f32 master weights.
     #[serde(default)]
     pub master_weights: bool,
+    /// The loss scale of a mixed-precision step ([`BenchOptions::loss_scale`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScale>,
+    /// With 8-bit state on `f32` parameters: the other probes timed alongside (then
+    /// `probe_gb_per_s` and `fraction_of_probe` are against the 8-bit step's own access
+    /// shape, a loop over codes and absmax with no conversion).
+    #[serde(flatten)]
+    pub storage_probes: Option<StorageProbes>,
+}
+
+/// The probes an 8-bit step is timed against besides its own access shape, in the same
+/// rounds of alternating blocks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StorageProbes {
+    /// Median step time of the 8-bit access-shape probe (the one of `probe_gb_per_s`).
+    pub probe_median_step_seconds: f64,
+    /// Bandwidth of the probe that runs through the same tile conversion as the optimizer
+    /// (dequantize, `+= g`, requantize) on the same bytes, GB/s.
+    pub conversion_probe_gb_per_s: f64,
+    /// The optimizer's bandwidth over the conversion probe's (median over rounds).
+    pub fraction_of_conversion_probe: f64,
+    /// Median step time of the probe of the same optimizer shape with `f32` state.
+    pub f32_probe_median_step_seconds: f64,
+    /// That `f32`-state probe's bandwidth, GB/s.
+    pub f32_probe_gb_per_s: f64,
+    /// The `f32`-state probe's step time over the 8-bit access-shape probe's (median over
+    /// rounds): the speed-up of 8-bit state over `f32` state that the memory system allows
+    /// here with the least arithmetic.
+    pub probe_speedup_over_f32_probe: f64,
 }
 
 fn f32_name() -> String {
@@ -435,28 +486,31 @@ fn storage_bytes(len: usize, nbuf: usize, o: &BenchOptions) -> usize {
     (2 * elem + elem + master) * len + 2 * nbuf * state
 }
 
-/// Step times of `opt` and `probe`, each on its own copy of the tensors, taken in alternating
-/// blocks of at least [`BLOCK_TIME`] and three steps each, so that both see the same machine (a
-/// neighbour who slows the memory down for a while slows both) while each still finds its
-/// own data in cache as it would running alone. The first step of each block, which finds the
-/// other's data in cache, is not counted.
+/// Step times of several subjects (the optimizer first, then its probes), each on its own
+/// copy of the tensors, taken in alternating blocks of at least [`BLOCK_TIME`] and three steps
+/// each, so that all see the same machine (a neighbour who slows the memory down for a while
+/// slows every one) while each still finds its own data in cache as it would running alone.
+/// The first step of each block, which finds another's data in cache, is not counted.
 struct Timings {
-    opt: Vec<f64>,
-    probe: Vec<f64>,
-    /// Per pair of blocks: the probe's median step time over the optimizer's.
-    ratios: Vec<f64>,
+    /// Per subject: every counted step time.
+    times: Vec<Vec<f64>>,
+    /// Per subject: per round of blocks, its median step time over the optimizer's.
+    ratios: Vec<Vec<f64>>,
 }
 
-/// Shortest block of steps of one subject in [`time_pairs`].
+/// Shortest block of steps of one subject in [`time_rounds`].
 const BLOCK_TIME: Duration = Duration::from_millis(25);
 
+/// One step of a subject.
+type StepFn<'s> = dyn FnMut(&mut [Param<'_>]) -> Result<()> + 's;
+
 /// Steps in one block: at least three and `BLOCK_TIME`; the first is dropped.
-fn time_block(opt: &mut dyn Optimizer, ps: &mut [Param<'_>]) -> Result<Vec<f64>> {
+fn time_block(step: &mut StepFn<'_>, ps: &mut [Param<'_>]) -> Result<Vec<f64>> {
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < 3 || start.elapsed() < BLOCK_TIME {
         let t = Instant::now();
-        opt.step(ps)?;
+        step(ps)?;
         times.push(t.elapsed().as_secs_f64());
         if times.len() >= 100_000 {
             break;
@@ -466,37 +520,183 @@ fn time_block(opt: &mut dyn Optimizer, ps: &mut [Param<'_>]) -> Result<Vec<f64>>
     Ok(times)
 }
 
-fn time_pairs(
-    opt: &mut dyn Optimizer,
-    probe: &mut dyn Optimizer,
+fn time_rounds(
+    subjects: &mut [&mut StepFn<'_>],
     specs: &[ParamSpec],
     o: &BenchOptions,
 ) -> Result<Timings> {
-    let mut d1 = Data::new(specs, o.param_dtype);
-    let mut d2 = Data::new(specs, o.param_dtype);
-    let mut ps1 = d1.params(specs);
-    let mut ps2 = d2.params(specs);
+    let mut data: Vec<Data> = subjects
+        .iter()
+        .map(|_| Data::new(specs, o.param_dtype))
+        .collect();
+    let mut params: Vec<Vec<Param<'_>>> = data.iter_mut().map(|d| d.params(specs)).collect();
     for _ in 0..o.warmup {
-        opt.step(&mut ps1)?;
-        probe.step(&mut ps2)?;
+        for (step, ps) in subjects.iter_mut().zip(params.iter_mut()) {
+            step(ps)?;
+        }
     }
+    let k = subjects.len();
     let mut t = Timings {
-        opt: Vec::new(),
-        probe: Vec::new(),
-        ratios: Vec::new(),
+        times: vec![Vec::new(); k],
+        ratios: vec![Vec::new(); k],
     };
+    // The probes take as long as the optimizer in all: `k` times its budget.
+    let budget = o.min_time * k as u32;
     let start = Instant::now();
-    while t.opt.len() < o.min_steps || start.elapsed() < 2 * o.min_time {
-        let a = time_block(opt, &mut ps1)?;
-        let b = time_block(probe, &mut ps2)?;
-        t.ratios.push(median(b.clone()) / median(a.clone()));
-        t.opt.extend(a);
-        t.probe.extend(b);
-        if t.opt.len() >= 1_000_000 {
+    while t.times[0].len() < o.min_steps || start.elapsed() < budget {
+        let mut medians = Vec::with_capacity(k);
+        for (i, (step, ps)) in subjects.iter_mut().zip(params.iter_mut()).enumerate() {
+            let b = time_block(&mut **step, ps)?;
+            medians.push(median(b.clone()));
+            t.times[i].extend(b);
+        }
+        for (i, m) in medians.iter().enumerate() {
+            t.ratios[i].push(m / medians[0]);
+        }
+        if t.times[0].len() >= 1_000_000 {
             break;
         }
     }
     Ok(t)
+}
+
+/// The bandwidth probe of an 8-bit step's own access shape, with no conversion: per block of
+/// [`Q8_BLOCK`](crate::storage::Q8_BLOCK) elements the `f32` parameter is read and written
+/// (`p += g`), the `f32` gradient read, each state buffer's codes read and written (one byte
+/// addition per code) and its `f32` absmax read and written; tensors under
+/// [`MIN_QUANTIZED`](crate::storage::MIN_QUANTIZED) elements keep `f32` state (`s += g`), as
+/// the 8-bit storage does. Parallel over chunks of whole blocks across the pool's threads.
+/// These are the bytes of [`storage_bytes`] with the least arithmetic on them: what the
+/// memory system gives an 8-bit step's traffic, against which the step's conversion and
+/// update arithmetic are measured.
+struct Q8Probe {
+    /// Per tensor: per state buffer, the codes (empty for an `f32` tensor).
+    codes: Vec<Vec<Vec<u8>>>,
+    /// Per tensor: per state buffer, the absmax (or the `f32` state of a small tensor).
+    absmax: Vec<Vec<Vec<f32>>>,
+}
+
+/// Elements per chunk of [`Q8Probe`]'s parallel loop (whole blocks).
+const Q8_PROBE_CHUNK: usize = 64 * crate::storage::Q8_BLOCK;
+
+/// One chunk's streams of [`Q8Probe`]: parameter, gradient, codes and absmax per buffer.
+type Q8Work<'a> = (
+    &'a mut [f32],
+    &'a [f32],
+    Vec<&'a mut [u8]>,
+    Vec<&'a mut [f32]>,
+);
+
+/// One chunk of [`Q8Probe`]'s loop, compiled per instruction set as the engine's loops are.
+struct Q8Chunk<'c, 'd> {
+    p: std::cell::RefCell<&'c mut [f32]>,
+    g: &'c [f32],
+    codes: std::cell::RefCell<&'c mut Vec<&'d mut [u8]>>,
+    absmax: std::cell::RefCell<&'c mut Vec<&'d mut [f32]>>,
+}
+
+impl crate::kernel::dispatch::Body for Q8Chunk<'_, '_> {
+    #[inline(always)]
+    unsafe fn run(&self) {
+        const B: usize = crate::storage::Q8_BLOCK;
+        let mut p = self.p.borrow_mut();
+        let mut codes = self.codes.borrow_mut();
+        let mut absmax = self.absmax.borrow_mut();
+        for (j, (pb, gb)) in p.chunks_mut(B).zip(self.g.chunks(B)).enumerate() {
+            for (x, y) in pb.iter_mut().zip(gb.iter()) {
+                *x += *y;
+            }
+            let r = j * B..(j * B + pb.len());
+            for (cb, ab) in codes.iter_mut().zip(absmax.iter_mut()) {
+                for x in cb[r.clone()].iter_mut() {
+                    *x = x.wrapping_add(1);
+                }
+                ab[j] += 1.0;
+            }
+        }
+    }
+}
+
+impl Q8Probe {
+    fn new(specs: &[ParamSpec], nbuf: usize) -> Self {
+        let (mut codes, mut absmax) = (Vec::new(), Vec::new());
+        for s in specs {
+            let n = s.len();
+            if n >= crate::storage::MIN_QUANTIZED {
+                codes.push(vec![vec![0u8; n]; nbuf]);
+                absmax.push(vec![
+                    vec![0.0f32; n.div_ceil(crate::storage::Q8_BLOCK)];
+                    nbuf
+                ]);
+            } else {
+                codes.push(Vec::new());
+                absmax.push(vec![vec![0.0f32; n]; nbuf]);
+            }
+        }
+        Q8Probe { codes, absmax }
+    }
+
+    fn step(&mut self, ps: &mut [Param<'_>]) -> Result<()> {
+        use rayon::prelude::*;
+        const B: usize = crate::storage::Q8_BLOCK;
+        for ((p, codes), absmax) in ps.iter_mut().zip(&mut self.codes).zip(&mut self.absmax) {
+            let g = p.grad.as_ref().and_then(|g| g.as_f32());
+            let (Some(g), Some(v)) = (g, p.value.as_f32_mut()) else {
+                return Err(Error::config(
+                    "param_dtype",
+                    "the 8-bit probe takes f32 parameters and gradients",
+                ));
+            };
+            if codes.is_empty() {
+                for s in absmax.iter_mut() {
+                    for (x, y) in s.iter_mut().zip(g) {
+                        *x += *y;
+                    }
+                }
+                for (x, y) in v.iter_mut().zip(g) {
+                    *x += *y;
+                }
+                continue;
+            }
+            let n = v.len();
+            // Per chunk: the chunk of every stream, split off in order.
+            let mut cs: Vec<Vec<&mut [u8]>> = codes
+                .iter_mut()
+                .map(|c| c.chunks_mut(Q8_PROBE_CHUNK).collect())
+                .collect();
+            let mut ams: Vec<Vec<&mut [f32]>> = absmax
+                .iter_mut()
+                .map(|a| a.chunks_mut(Q8_PROBE_CHUNK / B).collect())
+                .collect();
+            let chunks = n.div_ceil(Q8_PROBE_CHUNK);
+            let mut work: Vec<Q8Work<'_>> = v
+                .chunks_mut(Q8_PROBE_CHUNK)
+                .zip(g.chunks(Q8_PROBE_CHUNK))
+                .rev()
+                .map(|(pv, gv)| {
+                    let c = cs.iter_mut().map(|c| c.pop().unwrap_or_default()).collect();
+                    let a = ams
+                        .iter_mut()
+                        .map(|a| a.pop().unwrap_or_default())
+                        .collect();
+                    (pv, gv, c, a)
+                })
+                .collect();
+            debug_assert_eq!(work.len(), chunks);
+            let isa = crate::isa();
+            work.par_iter_mut().for_each(|(pv, gv, c, a)| {
+                let body = Q8Chunk {
+                    p: std::cell::RefCell::new(&mut **pv),
+                    g: gv,
+                    codes: std::cell::RefCell::new(c),
+                    absmax: std::cell::RefCell::new(a),
+                };
+                // SAFETY: `isa` is this CPU's; the body has no contract of its own.
+                unsafe { crate::kernel::dispatch::run_for(isa, &body) }
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The probe's buffer count for an optimizer with `nbuf` buffers.
@@ -587,9 +787,9 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
         };
         let probe_divide = probe_cfg.divide;
         let mut probe: Box<dyn Optimizer> = if shape.is_some() {
-            Box::new(Engine::<Probe2>::new(probe_cfg, specs.clone())?)
+            Box::new(Engine::<Probe2>::new(probe_cfg.clone(), specs.clone())?)
         } else {
-            Box::new(Engine::<Probe>::new(probe_cfg, specs.clone())?)
+            Box::new(Engine::<Probe>::new(probe_cfg.clone(), specs.clone())?)
         };
         probe.set_precision_all(o.precision)?;
         let (bytes, probe_bytes) = if default_storage {
@@ -603,18 +803,72 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             };
             (of(nbuf), of(probe_cfg_buffers(nbuf)) as f64)
         };
-        let times = time_pairs(opt.as_mut(), probe.as_mut(), &specs, o)?;
-        let steps = times.opt.len();
-        // Each pair of blocks' ratio of bandwidths; its median is robust to the machine's drift.
-        let ratios: Vec<f64> = times
-            .ratios
-            .iter()
-            .map(|r| r * bytes as f64 / probe_bytes)
-            .collect();
-        let (t, tp) = (median(times.opt), median(times.probe));
-        let bytes = bytes as u64;
+        // 8-bit state on f32 parameters: the probe is the 8-bit step's own access shape
+        // (`Q8Probe`), and the probe through the conversion and an `f32`-state probe run
+        // alongside, for the record.
+        let own_q8 =
+            o.precision.state == StateDtype::Int8 && o.param_dtype == DType::F32 && shape.is_none();
+        let mut f32_probe = Engine::<Probe>::new(probe_cfg.clone(), specs.clone())?;
+        let f32_probe_bytes = bytes_of(&f32_probe) as f64;
+        let mut q8 = Q8Probe::new(&specs, probe_cfg_buffers(nbuf));
+        let mut scaler = o.loss_scale.map(LossScaler::new).transpose()?;
+        let mut step_opt = |ps: &mut [Param<'_>]| match scaler.as_mut() {
+            Some(scaler) => scaler.step(opt.as_mut(), ps).map(|_| ()),
+            None => opt.step(ps),
+        };
+        let mut step_probe = |ps: &mut [Param<'_>]| probe.step(ps);
+        let mut step_q8 = |ps: &mut [Param<'_>]| q8.step(ps);
+        let mut step_f32 = |ps: &mut [Param<'_>]| f32_probe.step(ps);
+        let times = if own_q8 {
+            time_rounds(
+                &mut [&mut step_opt, &mut step_q8, &mut step_probe, &mut step_f32],
+                &specs,
+                o,
+            )?
+        } else {
+            time_rounds(&mut [&mut step_opt, &mut step_probe], &specs, o)?
+        };
+        let steps = times.times[0].len();
+        // A loss-scaled step also reads every gradient twice (the finite check, the unscale)
+        // and writes its f32 copy, and the optimizer reads that copy instead of the gradient.
+        let bytes = bytes
+            + o.loss_scale.map_or(0, |_| {
+                let elem = o.param_dtype.size();
+                o.params * (2 * elem + 4 + 4 - elem)
+            });
+        // Each round's ratio of bandwidths; its median is robust to the machine's drift.
+        let fraction = |i: usize, probe_bytes: f64| {
+            median(
+                times.ratios[i]
+                    .iter()
+                    .map(|r| r * bytes as f64 / probe_bytes)
+                    .collect(),
+            )
+        };
+        let t = median(times.times[0].clone());
+        let tp = median(times.times[1].clone());
         let gb = bytes as f64 / t / 1e9;
         let probe_gb = probe_bytes / tp / 1e9;
+        let fraction_of_probe = fraction(1, probe_bytes);
+        let storage_probes = own_q8.then(|| {
+            let tc = median(times.times[2].clone());
+            let tf = median(times.times[3].clone());
+            StorageProbes {
+                probe_median_step_seconds: tp,
+                conversion_probe_gb_per_s: probe_bytes / tc / 1e9,
+                fraction_of_conversion_probe: fraction(2, probe_bytes),
+                f32_probe_median_step_seconds: tf,
+                f32_probe_gb_per_s: f32_probe_bytes / tf / 1e9,
+                probe_speedup_over_f32_probe: median(
+                    times.ratios[3]
+                        .iter()
+                        .zip(&times.ratios[1])
+                        .map(|(f, q)| f / q)
+                        .collect(),
+                ),
+            }
+        });
+        let bytes = bytes as u64;
         Ok(BenchResult {
             optimizer: config.name().to_string(),
             params: o.params,
@@ -626,12 +880,14 @@ pub fn bench(config: &OptimizerConfig, o: &BenchOptions) -> Result<BenchResult> 
             bytes_per_step: bytes,
             gb_per_s: gb,
             probe_gb_per_s: probe_gb,
-            fraction_of_probe: median(ratios),
+            fraction_of_probe,
             probe_divide,
             isa: format!("{:?}", crate::isa()),
             state_dtype: o.precision.state.as_str().to_string(),
             param_dtype: o.param_dtype.to_string(),
             master_weights: o.param_dtype != DType::F32 && o.precision.master_weights,
+            loss_scale: o.loss_scale,
+            storage_probes,
         })
     })
 }

@@ -45,8 +45,8 @@ pub struct BenchArgs {
     /// Hyperparameters, named as PyTorch names them; unset ones keep the optimizer's default.
     #[command(flatten)]
     pub hyper: HyperArgs,
-    /// Parameter dtype, master weights and state storage (`--loss-scale` does not apply: the
-    /// benchmark times optimizer steps).
+    /// Parameter dtype, master weights and state storage; `--loss-scale` times the
+    /// mixed-precision step (finite check, unscale into f32 copies, optimizer step).
     #[command(flatten)]
     pub precision: super::PrecisionArgs,
 }

@@ -58,16 +58,6 @@ fn bench_options(args: &BenchArgs) -> Result<BenchOptions, LabError> {
     if args.min_steps == 0 {
         return Err(LabError::config("--min-steps must be at least 1, got 0"));
     }
-    if args
-        .precision
-        .loss_scale()
-        .map_err(|e| LabError::config(e.to_string()))?
-        .is_some()
-    {
-        return Err(LabError::config(
-            "--loss-scale does not apply to bench (it times optimizer steps); leave it out",
-        ));
-    }
     Ok(BenchOptions {
         precision: args.precision.precision(),
         param_dtype: match args.precision.param_dtype.dtype() {
@@ -83,6 +73,7 @@ fn bench_options(args: &BenchArgs) -> Result<BenchOptions, LabError> {
         min_time: Duration::from_millis(args.min_time_ms),
         probe_divide: args.probe_divide,
         matrix: args.matrix,
+        loss_scale: args.precision.loss_scale()?,
     })
 }
 
@@ -119,6 +110,9 @@ fn variant(r: &BenchResult) -> String {
     if r.state_dtype != "f32" {
         v.push_str(&format!("-{}", r.state_dtype));
     }
+    if r.loss_scale.is_some() {
+        v.push_str("-loss-scale");
+    }
     v
 }
 
@@ -145,8 +139,13 @@ fn human_line(r: &BenchResult) -> String {
 
 /// ` [state int8, params bf16 + f32 master]` for a storage other than the default.
 fn storage_note(r: &BenchResult) -> String {
+    let scaled = if r.loss_scale.is_some() {
+        " [loss-scaled: finite check, unscale, step]"
+    } else {
+        ""
+    };
     if r.state_dtype == "f32" && r.param_dtype == "f32" {
-        return String::new();
+        return scaled.to_string();
     }
     let master = if r.param_dtype == "f32" {
         ""
@@ -156,7 +155,7 @@ fn storage_note(r: &BenchResult) -> String {
         ", stochastic rounding"
     };
     format!(
-        " [state {}, params {}{master}]",
+        " [state {}, params {}{master}]{scaled}",
         r.state_dtype, r.param_dtype
     )
 }
@@ -258,6 +257,52 @@ mod tests {
         assert!(v["median_step_seconds"].as_f64().unwrap() > 0.0);
         assert!(human_line(&r).contains("Mparam/s"));
         assert_eq!(v["probe_divide"], false);
+    }
+
+    #[test]
+    fn loss_scale_times_the_unscaled_step() {
+        let quick = |extra: &[&str]| {
+            let mut argv = vec![
+                "--optimizer",
+                "adamw",
+                "--params",
+                "5000",
+                "--threads",
+                "1",
+                "--warmup",
+                "1",
+                "--min-steps",
+                "2",
+                "--min-time-ms",
+                "0",
+                "--param-dtype",
+                "f16",
+            ];
+            argv.extend_from_slice(extra);
+            let a = parse(&argv).unwrap();
+            let config = OptimizerConfig::from_hparams("adamw", &a.hyper.to_hyperparams()).unwrap();
+            bench(&config, &bench_options(&a).unwrap()).unwrap()
+        };
+        let plain = quick(&[]);
+        let scaled = quick(&["--loss-scale", "dynamic"]);
+        assert_eq!(plain.loss_scale, None);
+        assert_eq!(scaled.loss_scale, Some(downhill::LossScale::dynamic()));
+        // Two reads of each 2-byte gradient, a 4-byte copy written, and read instead of the
+        // 2-byte gradient: 10 more bytes per parameter.
+        assert_eq!(scaled.bytes_per_step, plain.bytes_per_step + 10 * 5000);
+        assert_eq!(variant(&scaled), "fused-f16-master-loss-scale");
+        assert!(human_line(&scaled).contains("loss-scaled"));
+        let line = json_line(
+            &scaled,
+            &OptimizerConfig::from_hparams("adamw", &Default::default()).unwrap(),
+        )
+        .unwrap();
+        assert!(line.contains("\"loss_scale\""), "{line}");
+        let bad = parse(&["--optimizer", "adamw", "--loss-scale", "-1"]).unwrap();
+        assert!(bench_options(&bad)
+            .unwrap_err()
+            .message()
+            .contains("loss_scale"));
     }
 
     #[test]

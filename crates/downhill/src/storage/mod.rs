@@ -49,6 +49,7 @@
 //! - Any element-wise optimizer takes 8-bit state here (NAdam, RAdam, Adamax, Adadelta, AMSGrad
 //!   too); bitsandbytes has 8-bit versions of the six above, AdEMAMix and LAMB/LARS.
 
+pub mod fast8;
 pub(crate) mod maps;
 pub mod quant;
 pub mod round;

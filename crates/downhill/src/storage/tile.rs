@@ -9,6 +9,7 @@
 
 use half::{bf16, f16};
 
+use super::fast8;
 use super::quant::{self, Q4_BLOCK, Q8_BLOCK};
 use super::round::{self, RoundingKey};
 use super::{Rounding, Sign};
@@ -140,7 +141,6 @@ impl LowState {
                 absmax,
                 sign,
             } => {
-                let map = quant::map8(sign);
                 let codes = std::slice::from_raw_parts(codes.add(start), n);
                 let absmax =
                     std::slice::from_raw_parts(absmax.add(start / Q8_BLOCK), n.div_ceil(Q8_BLOCK));
@@ -149,7 +149,7 @@ impl LowState {
                     .zip(out.chunks_mut(Q8_BLOCK))
                     .zip(absmax)
                 {
-                    quant::dequantize8_block(c, a, map, o);
+                    fast8::dequantize8_block(c, a, sign, o);
                 }
             }
             LowState::Q4 {
@@ -198,7 +198,6 @@ impl LowState {
                 absmax,
                 sign,
             } => {
-                let lut = quant::lut8(sign);
                 let codes = std::slice::from_raw_parts_mut(codes.add(start), n);
                 let absmax = std::slice::from_raw_parts_mut(
                     absmax.add(start / Q8_BLOCK),
@@ -209,7 +208,7 @@ impl LowState {
                     .zip(codes.chunks_mut(Q8_BLOCK))
                     .zip(absmax.iter_mut())
                 {
-                    *a = quant::quantize8_block(v, lut, c);
+                    *a = fast8::quantize8_block(v, sign, c);
                 }
             }
             LowState::Q4 {
