@@ -298,7 +298,7 @@ mod tests {
         )
         .unwrap();
         assert!(line.contains("\"loss_scale\""), "{line}");
-        let bad = parse(&["--optimizer", "adamw", "--loss-scale", "-1"]).unwrap();
+        let bad = parse(&["--optimizer", "adamw", "--loss-scale=-1"]).unwrap();
         assert!(bench_options(&bad)
             .unwrap_err()
             .message()
