@@ -1,10 +1,10 @@
-//! The 8-bit blockwise quantizer and dequantizer of [`quant`](super::quant), vectorised, with
+//! The 8-bit blockwise quantizer and dequantizer of [`quant`], vectorised, with
 //! the very codes and absmax of the scalar path.
 //!
 //! # Codes without the 65,536-level table
 //!
 //! The scalar path's code of a normalised value `x` is `lut[lut_index(x)]`. Every step of it
-//! (the clamp, each `f32` operation of [`lut_index`](super::quant::lut_index), the truncation,
+//! (the clamp, each `f32` operation of [`lut_index`], the truncation,
 //! the table, which is sorted) is monotone in `x`, so the code is a non-decreasing step
 //! function of `x`. Here `[-1, 1]` is cut into buckets by the float's bits: the sign, the
 //! exponent (everything under `2^-16` in one bucket per sign, where one grid level spans it)
