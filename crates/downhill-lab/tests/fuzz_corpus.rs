@@ -8,39 +8,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
+use downhill::fuzzing::{replay, replay_dir};
 use downhill_lab::fuzzing;
-
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
-fn replay(target: &str, entry: fn(&[u8])) -> usize {
-    replay_dir(&fuzz_dir().join("corpus").join(target), target, entry)
-}
-
-/// Feeds every file of `dir` to `entry`; returns how many there were.
-fn replay_dir(dir: &Path, target: &str, entry: fn(&[u8])) -> usize {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
-    let start = Instant::now();
-    for f in &files {
-        let bytes = std::fs::read(f).unwrap();
-        let r = std::panic::catch_unwind(|| entry(&bytes));
-        assert!(r.is_ok(), "{target}: {} panicked", f.display());
-    }
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "{target}: replay took {:?}",
-        start.elapsed()
-    );
-    files.len()
-}
 
 #[test]
 fn idx_corpus_replays() {

@@ -347,3 +347,39 @@ pub fn hparams(data: &[u8]) {
         exercise_config(&c);
     }
 }
+
+/// The repository's `fuzz/` folder (the fuzz crate, its corpora and seeds).
+pub fn fuzz_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+}
+
+/// Feeds every file of `fuzz/corpus/<target>` to `entry`; returns how many there were (the
+/// corpus replay tests of this crate and the lab).
+pub fn replay(target: &str, entry: fn(&[u8])) -> usize {
+    replay_dir(&fuzz_dir().join("corpus").join(target), target, entry)
+}
+
+/// Feeds every file of `dir` to `entry`, in name order; returns how many there were. Panics
+/// (it is a test helper) if the folder is unreadable or empty, if an input panics, or if the
+/// replay takes a minute or more: a bound on the corpus, not on the machine (a replay this
+/// slow means `cmin` was skipped).
+pub fn replay_dir(dir: &std::path::Path, target: &str, entry: fn(&[u8])) -> usize {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
+    let start = std::time::Instant::now();
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let r = std::panic::catch_unwind(|| entry(&bytes));
+        assert!(r.is_ok(), "{target}: {} panicked", f.display());
+    }
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "{target}: replay took {:?}",
+        start.elapsed()
+    );
+    files.len()
+}

@@ -7,43 +7,10 @@
 //! folder, or with `DOWNHILL_FUZZ_SEEDS=$PWD/fuzz/seeds` into `fuzz/seeds/`) and replays them.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use downhill::fuzzing;
+use downhill::fuzzing::{self, replay, replay_dir};
 use downhill::schedule::{PlateauConfig, Schedule};
 use downhill::{Optimizer, OptimizerConfig, Param, REGISTRY};
-
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
-}
-
-/// Feeds every file of `fuzz/corpus/<target>` to `entry`; returns how many there were.
-fn replay(target: &str, entry: fn(&[u8])) -> usize {
-    replay_dir(&fuzz_dir().join("corpus").join(target), target, entry)
-}
-
-/// Feeds every file of `dir` to `entry`; returns how many there were.
-fn replay_dir(dir: &Path, target: &str, entry: fn(&[u8])) -> usize {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
-    let start = Instant::now();
-    for f in &files {
-        let bytes = std::fs::read(f).unwrap();
-        let r = std::panic::catch_unwind(|| entry(&bytes));
-        assert!(r.is_ok(), "{target}: {} panicked", f.display());
-    }
-    // A bound on the corpus, not on the machine: a replay this slow means cmin was skipped.
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "{target}: replay took {:?}",
-        start.elapsed()
-    );
-    files.len()
-}
 
 #[test]
 fn checkpoint_corpus_replays() {

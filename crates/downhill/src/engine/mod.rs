@@ -1423,18 +1423,8 @@ unsafe fn view<'a, S>(
     start: usize,
     n: usize,
 ) -> (&'a mut [f32], &'a [f32], Bufs<'a>) {
-    let buf = |b: usize| -> &'a mut [f32] {
-        if b < job.nbuf {
-            std::slice::from_raw_parts_mut(job.st[b].add(start), n)
-        } else {
-            &mut []
-        }
-    };
-    (
-        std::slice::from_raw_parts_mut(job.p.add(start), n),
-        std::slice::from_raw_parts(job.g.add(start), n),
-        [buf(0), buf(1), buf(2)],
-    )
+    let (p, g, [a, b, c, _]) = view_wide(job, start, n);
+    (p, g, [a, b, c])
 }
 
 /// [`view`] with all four state buffers (the first pass of [`StepKind::Global`] kernels).
